@@ -1,0 +1,1 @@
+"""The workflow stages: prepare, serve, grade, write, train, evaluate, report. A stage never imports the controller."""
