@@ -45,14 +45,14 @@ class DirStore:
     never sees half a file."""
 
     def __init__(self, root: Path) -> None:
-        self.root = root
+        self.root = root.expanduser().resolve()
 
     def uri(self, key: str = "") -> str:
         return str(self.root / key) if key else str(self.root)
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
-        if self.root.resolve() not in (path, *path.parents):
+        if self.root not in (path, *path.parents):
             raise StorageError(f"key {key!r} escapes the store at {self.root}")
         return path
 

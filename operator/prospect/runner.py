@@ -1,0 +1,332 @@
+"""Stage entry points: each reads its inputs from the store and leaves its outputs there.
+
+These are what `prospect stage <name>` runs, in a local process or in a pod alike. Each returns a
+small JSON-able summary; the CLI writes it where the caller asked (a file for the local mode,
+`/dev/termination-log` in a pod, where the operator reads it back).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prospect import metrics, models
+from prospect.documents import ExperimentFile
+from prospect.grading import Supervisor, grader_for
+from prospect.records import Split
+from prospect.spec import ProspectExperiment, Role
+from prospect.stages import grade as grading
+from prospect.stages import prepare as preparing
+from prospect.stages.serve import Endpoint, discover_model_name
+from prospect.storage import Store, open_store
+
+__all__ = [
+    "Context",
+    "endpoint_for",
+    "run_evaluate",
+    "run_fetch_model",
+    "run_grade",
+    "run_prepare",
+    "run_report",
+    "run_train",
+    "run_write",
+]
+
+log = logging.getLogger("prospect")
+
+TRAINING_KEY = "training.json"
+EVALUATION_KEY = "evaluation/evaluation.json"
+TARGET_BEFORE = "target-before"
+TARGET_AFTER = "target-after"
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every stage needs: the experiment, where it came from, and where things go."""
+
+    file: ExperimentFile
+    run_dir: Path
+    store: Store
+
+    @property
+    def experiment(self) -> ProspectExperiment:
+        return self.file.experiment
+
+    @property
+    def name(self) -> str:
+        return self.file.experiment.name
+
+    @classmethod
+    def open(cls, file: ExperimentFile, *, run_dir: Path | None = None) -> Context:
+        run_dir = run_dir or Path("runs") / file.experiment.name
+        store = open_store(file.experiment.spec.storage, default_root=run_dir)
+        return cls(file=file, run_dir=run_dir, store=store)
+
+    def push_metrics(self, stage: str) -> None:
+        metrics.push(
+            self.experiment.spec.metrics.pushgateway,
+            job="prospect-stage",
+            grouping={"experiment": self.name, "stage": stage},
+        )
+
+
+def endpoint_for(
+    experiment: ProspectExperiment, role: str, base_url: str, *, model: str | None = None
+) -> Endpoint:
+    """The endpoint of a role, with the prompt style and limits of the model behind it.
+
+    Evaluation roles (target-before/-after) take the settings of the training target's
+    competitor, so the target is asked exactly as it was asked as a competitor.
+    """
+    spec = experiment.spec
+    source = role
+    if role in {TARGET_BEFORE, TARGET_AFTER}:
+        source = (spec.training.target or Role.SMALL).value
+    competitor = spec.competitors.by_role(Role(source))
+    name = model or (competitor.served_model_name if role == source else None)
+    name = name or discover_model_name(base_url)
+    return Endpoint(
+        role=role,
+        base_url=base_url.rstrip("/"),
+        model=name,
+        style=competitor.prompt_style,
+        max_tokens=competitor.max_tokens,
+        temperature=competitor.temperature,
+        display_name=competitor.model or name,
+    )
+
+
+def _supervisor(experiment: ProspectExperiment) -> Supervisor:
+    spec = experiment.spec
+    return Supervisor(
+        grader_for(spec.benchmark.format, spec.supervisor.grader),
+        numeric_tolerance=spec.supervisor.numeric_tolerance,
+    )
+
+
+def run_prepare(ctx: Context) -> dict[str, Any]:
+    ctx.store.check()
+    exam = preparing.prepare(ctx.experiment, store=ctx.store, base_dir=ctx.file.base_dir)
+    ctx.push_metrics("prepare")
+    return {
+        "items": len(exam.items),
+        "heldOut": len(exam.held_out),
+        "setAside": len(exam.set_aside),
+    }
+
+
+def run_grade(
+    ctx: Context,
+    *,
+    endpoints: Sequence[Endpoint],
+    extractor: Endpoint | None = None,
+    shard_index: int = 0,
+    shard_count: int = 1,
+    held_out_only: bool = False,
+    progress: grading.Progress | None = None,
+) -> dict[str, Any]:
+    """Grade the exam (written by `prepare`, which runs first if it has not)."""
+    if not ctx.store.exists(preparing.ITEMS_KEY):
+        run_prepare(ctx)
+    exam = preparing.read_exam(ctx.store)
+    items = exam.held_out if held_out_only else exam.items
+    try:
+        summary = grading.grade(
+            experiment=ctx.name,
+            spec=ctx.experiment.spec.supervisor,
+            supervisor=_supervisor(ctx.experiment),
+            store=ctx.store,
+            endpoints=endpoints,
+            items=items,
+            few_shot=exam.few_shot,
+            shard_index=shard_index,
+            shard_count=shard_count,
+            extractor=extractor,
+            progress=progress,
+        )
+    finally:
+        ctx.push_metrics("grade")
+    return summary.as_json()
+
+
+def run_write(ctx: Context) -> dict[str, Any]:
+    from prospect.stages import write
+
+    info = json.loads(ctx.store.get_bytes(preparing.BENCHMARK_KEY))
+    manifest = write.write_dataset(
+        store=ctx.store,
+        experiment=ctx.name,
+        spec_digest=ctx.experiment.spec.digest(),
+        benchmark_digest=info["sha256"],
+    )
+    ctx.push_metrics("write")
+    counts = manifest.counts
+    return {
+        "datasetVersion": manifest.version,
+        "datasetUri": ctx.store.uri(f"dataset/{manifest.version}"),
+        "datasetDigest": manifest.content_digest,
+        "incorrect": sum(counts.get("incorrect", {}).values()),
+        "pairs": sum(counts.get("preferences", {}).values()),
+    }
+
+
+def _target_ref(ctx: Context) -> str:
+    training = ctx.experiment.spec.training
+    if training.target_model is not None:
+        return training.target_model
+    competitor = ctx.experiment.spec.competitors.by_role(training.target or Role.SMALL)
+    if competitor.model is None:
+        raise ValueError("spec.training.target names an endpoint competitor; set targetModel")
+    return competitor.model
+
+
+def _store_for(ctx: Context) -> Callable[[str], Store]:
+    def open_at(uri: str) -> Store:
+        spec = ctx.experiment.spec.storage.model_copy(update={"uri": uri})
+        return open_store(spec, default_root=ctx.run_dir)
+
+    return open_at
+
+
+def resolve_model(ctx: Context, ref: str) -> models.ResolvedModel:
+    return models.resolve(ref, base_dir=ctx.file.base_dir, store_for=_store_for(ctx))
+
+
+def _upload_folder(store: Store, prefix: str, folder: Path) -> None:
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            store.put_file(f"{prefix}/{path.relative_to(folder)}", path)
+
+
+def run_train(ctx: Context, *, on_log: Callable[[dict[str, Any]], None] | None = None) -> dict:
+    """Train the target on the newest complete dataset version and store the model."""
+    from prospect.stages import train, write
+
+    manifest = write.latest_version(ctx.store)
+    if manifest is None:
+        raise RuntimeError("no complete dataset in the store: run the write stage first")
+    target = resolve_model(ctx, _target_ref(ctx))
+    prefix = f"models/{manifest.version}"
+
+    with tempfile.TemporaryDirectory(prefix="prospect-train-") as scratch:
+        work = Path(scratch)
+        data = {}
+        for name in ("kto.parquet", "preferences.parquet"):
+            data[name] = work / name
+            ctx.store.get_file(f"dataset/{manifest.version}/{name}", data[name])
+        result = train.train(
+            spec=ctx.experiment.spec.training,
+            model_path=target.path,
+            kto_path=data["kto.parquet"],
+            preferences_path=data["preferences.parquet"],
+            output_dir=work / "out",
+            experiment=ctx.name,
+            on_log=on_log,
+        )
+        _upload_folder(ctx.store, f"{prefix}/final", result.model_dir)
+    # A new model makes earlier after-training verdicts stale: they were another model's.
+    ctx.store.delete(f"graded/{TARGET_AFTER}")
+    ctx.store.delete(EVALUATION_KEY)
+    summary = {
+        "method": result.method,
+        "steps": result.steps,
+        "finalLoss": result.final_loss,
+        "desirableWeight": result.desirable_weight,
+        "undesirableWeight": result.undesirable_weight,
+        "nDesirable": result.n_desirable,
+        "nUndesirable": result.n_undesirable,
+        "seconds": result.seconds,
+        "datasetVersion": manifest.version,
+        "target": target.ref,
+        "modelUri": ctx.store.uri(f"{prefix}/final"),
+        "history": result.history,
+    }
+    ctx.store.put_bytes(f"{prefix}/{TRAINING_KEY}", json.dumps(summary, indent=2).encode())
+    ctx.store.put_bytes(TRAINING_KEY, json.dumps(summary, indent=2).encode())
+    ctx.push_metrics("train")
+    return {k: v for k, v in summary.items() if k != "history"}
+
+
+def run_fetch_model(ctx: Context, *, to: Path) -> Path:
+    """Copy the newest trained model out of the store into a folder a server can load."""
+    summary = json.loads(ctx.store.get_bytes(TRAINING_KEY))
+    prefix = f"models/{summary['datasetVersion']}/final"
+    keys = ctx.store.list(prefix)
+    if not keys:
+        raise RuntimeError(f"no model under {ctx.store.uri(prefix)}")
+    tmp = to.with_name(f".{to.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for key in keys:
+        ctx.store.get_file(key, tmp / key[len(prefix) + 1 :])
+    shutil.rmtree(to, ignore_errors=True)
+    tmp.rename(to)
+    return to
+
+
+def run_evaluate(
+    ctx: Context,
+    *,
+    after: Endpoint,
+    before: Endpoint | None = None,
+    progress: grading.Progress | None = None,
+) -> dict[str, Any]:
+    """Grade the trained target (and, when it is no competitor, the untrained one) on the
+    held-out items; the same supervisor marks them."""
+    endpoints = [after, *([before] if before else [])]
+    run_grade(ctx, endpoints=endpoints, held_out_only=True, progress=progress)
+    result = evaluation(ctx)
+    ctx.store.put_bytes(EVALUATION_KEY, json.dumps(result, indent=2).encode())
+    if result.get("before") is not None:
+        metrics.held_out_accuracy_ratio.labels(ctx.name, "before").set(result["before"])
+    if result.get("after") is not None:
+        metrics.held_out_accuracy_ratio.labels(ctx.name, "after").set(result["after"])
+    ctx.push_metrics("evaluate")
+    return {"before": result.get("before"), "after": result.get("after")}
+
+
+def _before_role(ctx: Context) -> str:
+    training = ctx.experiment.spec.training
+    return training.target.value if training.target is not None else TARGET_BEFORE
+
+
+def evaluation(ctx: Context) -> dict[str, Any]:
+    """Before/after held-out accuracy of the target from the graded records."""
+    from prospect.comparison import accuracy, compare
+
+    before_role = _before_role(ctx)
+    records = grading.read_records(ctx.store)
+    before = {
+        r.item_id: r.verdict.is_correct
+        for r in records
+        if r.role == before_role and r.split is Split.HELD_OUT
+    }
+    after = {
+        r.item_id: r.verdict.is_correct
+        for r in records
+        if r.role == TARGET_AFTER and r.split is Split.HELD_OUT
+    }
+    acc_before = accuracy(sum(before.values()), len(before))
+    acc_after = accuracy(sum(after.values()), len(after))
+    paired = compare(after, before)
+    return {
+        "beforeRole": before_role,
+        "before": acc_before.value if before else None,
+        "after": acc_after.value if after else None,
+        "beforeAccuracy": acc_before.as_dict(),
+        "afterAccuracy": acc_after.as_dict(),
+        "difference": paired.as_dict(),
+    }
+
+
+def run_report(ctx: Context) -> dict[str, Any]:
+    from prospect.stages import report
+
+    result = report.write_report(ctx.store, experiment=ctx.experiment, run_dir=ctx.run_dir)
+    ctx.push_metrics("report")
+    return result
