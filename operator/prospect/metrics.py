@@ -5,13 +5,19 @@ labels with a small, known set of values (experiment, role, verdict, label, kind
 No item ids, prompts or model outputs ever become label values.
 
 The operator serves these on `/metrics`; short-lived stage processes push them to a Pushgateway
-when one is configured (:func:`push`), or serve them on a port (:func:`serve`) so a local
-Prometheus or a PodMonitor can scrape a running stage.
+when one is configured (:func:`push`, or :func:`pushing` to push while a long stage runs), or
+serve them on a port (:func:`serve`) so a local Prometheus or a PodMonitor can scrape a running
+stage. The Grafana dashboard and the alerts in charts/prospect query these names; tests/metrics
+checks that every name they use is defined here.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
     CollectorRegistry,
@@ -25,6 +31,7 @@ from prometheus_client import (
 __all__ = [
     "REGISTRY",
     "push",
+    "pushing",
     "serve",
 ]
 
@@ -34,9 +41,7 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 _NS = "prospect"
 
 # Operator.
-experiments = Gauge(
-    f"{_NS}_experiments", "Experiments by phase.", ["phase"], registry=REGISTRY
-)
+experiments = Gauge(f"{_NS}_experiments", "Experiments by phase.", ["phase"], registry=REGISTRY)
 stage_duration_seconds = Histogram(
     f"{_NS}_stage_duration_seconds",
     "Wall time of a finished stage.",
@@ -130,7 +135,9 @@ training_step = Gauge(
     f"{_NS}_training_step", "Last optimizer step logged.", ["experiment"], registry=REGISTRY
 )
 training_loss = Gauge(
-    f"{_NS}_training_loss", "Training loss at the last logged step.", ["experiment"],
+    f"{_NS}_training_loss",
+    "Training loss at the last logged step.",
+    ["experiment"],
     registry=REGISTRY,
 )
 training_rewards = Gauge(
@@ -146,11 +153,15 @@ training_reward_margin = Gauge(
     registry=REGISTRY,
 )
 training_kl = Gauge(
-    f"{_NS}_training_kl", "KL estimate at the last logged step (KTO).", ["experiment"],
+    f"{_NS}_training_kl",
+    "KL estimate at the last logged step (KTO).",
+    ["experiment"],
     registry=REGISTRY,
 )
 training_learning_rate = Gauge(
-    f"{_NS}_training_learning_rate", "Learning rate at the last logged step.", ["experiment"],
+    f"{_NS}_training_learning_rate",
+    "Learning rate at the last logged step.",
+    ["experiment"],
     registry=REGISTRY,
 )
 training_tokens_per_second = Gauge(
@@ -169,10 +180,15 @@ held_out_accuracy_ratio = Gauge(
 )
 
 
-def serve(port: int, *, addr: str = "127.0.0.1") -> None:
-    """Serve /metrics on a port in a background thread."""
-    start_http_server(port, addr=addr, registry=REGISTRY)
+def serve(port: int, *, addr: str = "127.0.0.1") -> WSGIServer:
+    """Serve /metrics on a port in a daemon thread, until `shutdown()` on the returned server.
+
+    Raises:
+        OSError: the port is taken.
+    """
+    server, _thread = start_http_server(port, addr=addr, registry=REGISTRY)
     log.info("serving metrics on http://%s:%d/metrics", addr, port)
+    return server
 
 
 def push(gateway: str | None, *, job: str, grouping: dict[str, str]) -> None:
@@ -183,3 +199,33 @@ def push(gateway: str | None, *, job: str, grouping: dict[str, str]) -> None:
         push_to_gateway(gateway, job=job, registry=REGISTRY, grouping_key=grouping)
     except OSError as exc:
         log.warning("could not push metrics to %s: %s", gateway, exc)
+
+
+@contextmanager
+def pushing(
+    gateway: str | None, *, job: str, grouping: dict[str, str], every: float = 15.0
+) -> Iterator[None]:
+    """Push every `every` seconds while the block runs, and once more when it ends.
+
+    A stage that pushes only when it is done shows nothing in Grafana while it works; this
+    keeps a long grading or training stage visible. Without a gateway it does nothing. Each
+    push replaces the group's previous one, so a group must belong to one process: put what
+    tells parallel pods apart (the shard) in `grouping`.
+    """
+    if not gateway:
+        yield
+        return
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(every):
+            push(gateway, job=job, grouping=grouping)
+
+    thread = threading.Thread(target=loop, name="prospect-metrics-push", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        push(gateway, job=job, grouping=grouping)

@@ -1,0 +1,3 @@
+"""Fixtures shared by every test folder; each lives in its own module under tests/fixtures."""
+
+pytest_plugins = ["fixtures.s3", "fixtures.prometheus", "fixtures.chart"]
