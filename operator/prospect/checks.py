@@ -61,9 +61,7 @@ def check_local(experiment: ProspectExperiment, *, base_dir: Path) -> list[Probl
 
     source = spec.benchmark.source
     if "://" not in source and not (base_dir / source).is_file():
-        problems.append(
-            Problem("spec.benchmark.source", f"no file at {base_dir / source}")
-        )
+        problems.append(Problem("spec.benchmark.source", f"no file at {base_dir / source}"))
 
     sizes, size_problems = competitor_sizes(experiment, base_dir=base_dir)
     problems.extend(size_problems)
@@ -159,9 +157,7 @@ def check_cluster(experiment: ProspectExperiment) -> list[str]:
             )
 
     source = spec.benchmark.source
-    if not source.startswith(("hf://", "s3://")) and not (
-        pvc and source.startswith("/models/")
-    ):
+    if not source.startswith(("hf://", "s3://")) and not (pvc and source.startswith("/models/")):
         problems.append(
             f"spec.benchmark.source: {source!r} is a local file, which stage pods cannot "
             "read; use s3://bucket/key or hf://owner/dataset (or a /models/ path on "
@@ -184,11 +180,11 @@ def check_cluster(experiment: ProspectExperiment) -> list[str]:
         problem = _cluster_model_problem(training.target_model, models_pvc=pvc)
         if problem:
             problems.append(f"spec.training.targetModel: {problem}")
-    if training.enabled and training.target is not None:
-        if spec.competitors.by_role(training.target).model is None:
-            problems.append(
-                f"spec.training.target: the {training.target.value} competitor is an "
-                "existing endpoint with no model to train; set spec.training.targetModel"
-            )
+    target = training.target
+    if training.enabled and target is not None and spec.competitors.by_role(target).model is None:
+        problems.append(
+            f"spec.training.target: the {target.value} competitor is an existing endpoint "
+            "with no model to train; set spec.training.targetModel"
+        )
 
     return problems

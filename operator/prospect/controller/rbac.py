@@ -8,38 +8,51 @@ from __future__ import annotations
 
 __all__ = ["OPERATOR_RULES", "STAGE_RULES"]
 
-_READ = ["get", "list", "watch"]
-_OWN = ["get", "list", "watch", "create", "patch", "delete"]
+_OBSERVE = ["list", "watch"]
 
 OPERATOR_RULES: list[dict[str, list[str]]] = [
-    # The experiments themselves, their status, and kopf's finalizer/annotation bookkeeping.
+    # The experiments: kopf lists and watches them, and patches in its finalizer and annotations.
     {
         "apiGroups": ["prospect.dev"],
         "resources": ["prospectexperiments"],
-        "verbs": [*_READ, "patch", "update"],
+        "verbs": ["list", "watch", "patch"],
     },
+    # The status, which only the controller writes.
     {
         "apiGroups": ["prospect.dev"],
         "resources": ["prospectexperiments/status"],
-        "verbs": ["get", "patch", "update"],
+        "verbs": ["patch"],
     },
-    # kopf discovers the CRD and the namespaces it may watch.
+    # What the operator creates carries blockOwnerDeletion, which needs this on the owner.
+    {
+        "apiGroups": ["prospect.dev"],
+        "resources": ["prospectexperiments/finalizers"],
+        "verbs": ["update"],
+    },
+    # kopf notices CRDs and namespaces that appear (for --namespace patterns).
     {
         "apiGroups": ["apiextensions.k8s.io"],
         "resources": ["customresourcedefinitions"],
-        "verbs": _READ,
+        "verbs": _OBSERVE,
     },
-    {"apiGroups": [""], "resources": ["namespaces"], "verbs": _READ},
-    # What one experiment owns.
-    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": _OWN},
-    {"apiGroups": [""], "resources": ["services", "configmaps"], "verbs": _OWN},
-    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": _OWN},
-    # Reading a failed stage's reason; secrets are never read, only referenced by name.
-    {"apiGroups": [""], "resources": ["pods"], "verbs": _READ},
-    {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+    {"apiGroups": [""], "resources": ["namespaces"], "verbs": _OBSERVE},
+    # What one experiment owns: created, then found again by label; Deployments are scaled.
+    # Nothing is deleted by hand: ownerReferences hand that to the garbage collector.
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create"]},
+    {"apiGroups": [""], "resources": ["services"], "verbs": ["list", "create"]},
+    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["list", "create", "patch"]},
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["list", "create"]},
+    # Stage results and failure reasons come from the pods' termination messages.
+    # Secrets are never read, only named in secretKeyRefs.
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     # Multi-node training through an existing engine, when installed.
-    {"apiGroups": ["kubeflow.org"], "resources": ["pytorchjobs"], "verbs": _OWN},
-    {"apiGroups": ["trainer.kubeflow.org"], "resources": ["trainjobs"], "verbs": _OWN},
+    {"apiGroups": ["kubeflow.org"], "resources": ["pytorchjobs"], "verbs": ["list", "create"]},
+    {
+        "apiGroups": ["trainer.kubeflow.org"],
+        "resources": ["trainjobs"],
+        "verbs": ["list", "create"],
+    },
 ]
 
 # Stage pods talk to S3 and to the competitor Services, never to the Kubernetes API.
