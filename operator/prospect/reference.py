@@ -1,6 +1,6 @@
 """The spec reference in docs/, written from the spec model so it cannot drift from it.
 
-    python -m prospect.reference > docs/spec-reference.md
+python -m prospect.reference > docs/spec-reference.md
 """
 
 from __future__ import annotations

@@ -7,8 +7,10 @@ small JSON-able summary; the CLI writes it where the caller asked (a file for th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -68,11 +70,18 @@ class Context:
         store = open_store(file.experiment.spec.storage, default_root=run_dir)
         return cls(file=file, run_dir=run_dir, store=store)
 
-    def push_metrics(self, stage: str) -> None:
-        metrics.push(
-            self.experiment.spec.metrics.pushgateway,
-            job="prospect-stage",
-            grouping={"experiment": self.name, "stage": stage},
+    def pushing(self, stage: str) -> contextlib.AbstractContextManager[None]:
+        """Push this stage's metrics while it runs and when it ends (with a Pushgateway).
+
+        The grouping names the shard too: parallel grading pods would otherwise replace each
+        other's numbers on every push.
+        """
+        grouping = {"experiment": self.name, "stage": stage}
+        shard = os.environ.get("JOB_COMPLETION_INDEX")
+        if shard is not None:
+            grouping["shard"] = shard
+        return metrics.pushing(
+            self.experiment.spec.metrics.pushgateway, job="prospect-stage", grouping=grouping
         )
 
 
@@ -112,8 +121,8 @@ def _supervisor(experiment: ProspectExperiment) -> Supervisor:
 
 def run_prepare(ctx: Context) -> dict[str, Any]:
     ctx.store.check()
-    exam = preparing.prepare(ctx.experiment, store=ctx.store, base_dir=ctx.file.base_dir)
-    ctx.push_metrics("prepare")
+    with ctx.pushing("prepare"):
+        exam = preparing.prepare(ctx.experiment, store=ctx.store, base_dir=ctx.file.base_dir)
     return {
         "items": len(exam.items),
         "heldOut": len(exam.held_out),
@@ -136,7 +145,7 @@ def run_grade(
         run_prepare(ctx)
     exam = preparing.read_exam(ctx.store)
     items = exam.held_out if held_out_only else exam.items
-    try:
+    with ctx.pushing("evaluate" if held_out_only else "grade"):
         summary = grading.grade(
             experiment=ctx.name,
             spec=ctx.experiment.spec.supervisor,
@@ -150,8 +159,6 @@ def run_grade(
             extractor=extractor,
             progress=progress,
         )
-    finally:
-        ctx.push_metrics("grade")
     return summary.as_json()
 
 
@@ -159,13 +166,13 @@ def run_write(ctx: Context) -> dict[str, Any]:
     from prospect.stages import write
 
     info = json.loads(ctx.store.get_bytes(preparing.BENCHMARK_KEY))
-    manifest = write.write_dataset(
-        store=ctx.store,
-        experiment=ctx.name,
-        spec_digest=ctx.experiment.spec.digest(),
-        benchmark_digest=info["sha256"],
-    )
-    ctx.push_metrics("write")
+    with ctx.pushing("write"):
+        manifest = write.write_dataset(
+            store=ctx.store,
+            experiment=ctx.name,
+            spec_digest=ctx.experiment.spec.digest(),
+            benchmark_digest=info["sha256"],
+        )
     counts = manifest.counts
     return {
         "datasetVersion": manifest.version,
@@ -220,15 +227,16 @@ def run_train(ctx: Context, *, on_log: Callable[[dict[str, Any]], None] | None =
         for name in ("kto.parquet", "preferences.parquet"):
             data[name] = work / name
             ctx.store.get_file(f"dataset/{manifest.version}/{name}", data[name])
-        result = train.train(
-            spec=ctx.experiment.spec.training,
-            model_path=target.path,
-            kto_path=data["kto.parquet"],
-            preferences_path=data["preferences.parquet"],
-            output_dir=work / "out",
-            experiment=ctx.name,
-            on_log=on_log,
-        )
+        with ctx.pushing("train"):
+            result = train.train(
+                spec=ctx.experiment.spec.training,
+                model_path=target.path,
+                kto_path=data["kto.parquet"],
+                preferences_path=data["preferences.parquet"],
+                output_dir=work / "out",
+                experiment=ctx.name,
+                on_log=on_log,
+            )
         _upload_folder(ctx.store, f"{prefix}/final", result.model_dir)
     # A new model makes earlier after-training verdicts stale: they were another model's.
     ctx.store.delete(f"graded/{TARGET_AFTER}")
@@ -249,12 +257,29 @@ def run_train(ctx: Context, *, on_log: Callable[[dict[str, Any]], None] | None =
     }
     ctx.store.put_bytes(f"{prefix}/{TRAINING_KEY}", json.dumps(summary, indent=2).encode())
     ctx.store.put_bytes(TRAINING_KEY, json.dumps(summary, indent=2).encode())
-    ctx.push_metrics("train")
     return {k: v for k, v in summary.items() if k != "history"}
 
 
-def run_fetch_model(ctx: Context, *, to: Path) -> Path:
-    """Copy the newest trained model out of the store into a folder a server can load."""
+def run_fetch_model(ctx: Context, *, to: Path, role: str | None = None) -> Path:
+    """Copy a model into a folder a server can load: the newest trained target from the store,
+    or, with `role`, that role's model resolved from its reference (s3://, package://, GGUF)."""
+    if role is not None:
+        if role == TARGET_BEFORE:
+            ref = _target_ref(ctx)
+        else:
+            competitor = ctx.experiment.spec.competitors.by_role(Role(role))
+            if competitor.model is None:
+                raise ValueError(
+                    f"the {role} competitor is an endpoint; there is no model to fetch"
+                )
+            ref = competitor.model
+        resolved = resolve_model(ctx, ref)
+        tmp = to.with_name(f".{to.name}.partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(resolved.path, tmp)
+        shutil.rmtree(to, ignore_errors=True)
+        tmp.rename(to)
+        return to
     summary = json.loads(ctx.store.get_bytes(TRAINING_KEY))
     prefix = f"models/{summary['datasetVersion']}/final"
     keys = ctx.store.list(prefix)
@@ -282,11 +307,10 @@ def run_evaluate(
     run_grade(ctx, endpoints=endpoints, held_out_only=True, progress=progress)
     result = evaluation(ctx)
     ctx.store.put_bytes(EVALUATION_KEY, json.dumps(result, indent=2).encode())
-    if result.get("before") is not None:
-        metrics.held_out_accuracy_ratio.labels(ctx.name, "before").set(result["before"])
-    if result.get("after") is not None:
-        metrics.held_out_accuracy_ratio.labels(ctx.name, "after").set(result["after"])
-    ctx.push_metrics("evaluate")
+    with ctx.pushing("evaluate"):
+        for when in ("before", "after"):
+            if result.get(when) is not None:
+                metrics.held_out_accuracy_ratio.labels(ctx.name, when).set(result[when])
     return {"before": result.get("before"), "after": result.get("after")}
 
 
@@ -327,6 +351,4 @@ def evaluation(ctx: Context) -> dict[str, Any]:
 def run_report(ctx: Context) -> dict[str, Any]:
     from prospect.stages import report
 
-    result = report.write_report(ctx.store, experiment=ctx.experiment, run_dir=ctx.run_dir)
-    ctx.push_metrics("report")
-    return result
+    return report.write_report(ctx.store, experiment=ctx.experiment, run_dir=ctx.run_dir)

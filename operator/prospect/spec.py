@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -36,8 +36,8 @@ __all__ = [
     "KubernetesSpec",
     "LoraSpec",
     "MetricsSpec",
-    "ProspectExperiment",
     "PromptStyle",
+    "ProspectExperiment",
     "Resources",
     "Role",
     "ServingSpec",
@@ -66,14 +66,14 @@ class _Model(BaseModel):
     )
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     """The two competitors, named by their intended capability."""
 
     LARGE = "large"
     SMALL = "small"
 
 
-class BenchmarkFormat(str, Enum):
+class BenchmarkFormat(StrEnum):
     """How benchmark rows are read and which grader marks them.
 
     Named formats know their benchmark's columns; the three generic ones take a field mapping.
@@ -89,7 +89,7 @@ class BenchmarkFormat(str, Enum):
     SHORT_ANSWER = "short-answer"
 
 
-class GraderKind(str, Enum):
+class GraderKind(StrEnum):
     """The answer spaces the supervisor knows how to mark."""
 
     AUTO = "auto"
@@ -98,14 +98,14 @@ class GraderKind(str, Enum):
     SHORT_ANSWER = "short-answer"
 
 
-class PromptStyle(str, Enum):
+class PromptStyle(StrEnum):
     """`chat` for instruction-tuned models, `completion` for base models (few-shot text)."""
 
     CHAT = "chat"
     COMPLETION = "completion"
 
 
-class TrainingMethod(str, Enum):
+class TrainingMethod(StrEnum):
     KTO = "kto"
     DPO = "dpo"
 
@@ -163,7 +163,11 @@ class BenchmarkSpec(_Model):
         }
         if self.format in generic and self.fields is None:
             raise ValueError(f"format {self.format.value!r} needs `fields` naming the columns")
-        if self.format == BenchmarkFormat.MULTIPLE_CHOICE and self.fields and not self.fields.choices:
+        if (
+            self.format == BenchmarkFormat.MULTIPLE_CHOICE
+            and self.fields
+            and not self.fields.choices
+        ):
             raise ValueError("format 'multiple-choice' needs `fields.choices`")
         if (self.split or self.subset) and not self.source.startswith("hf://"):
             raise ValueError("`split` and `subset` apply only to hf:// sources")
@@ -311,9 +315,7 @@ class StorageSpec(_Model):
         None,
         description="Folder or s3://bucket/prefix; default runs/<name>/store in the local mode.",
     )
-    endpoint: str | None = Field(
-        None, description="S3 endpoint host:port (MinIO); AWS when unset."
-    )
+    endpoint: str | None = Field(None, description="S3 endpoint host:port (MinIO); AWS when unset.")
     secure: bool = Field(True, description="Use TLS to reach the S3 endpoint.")
     region: str | None = None
     credentials_secret: str | None = Field(
@@ -434,9 +436,10 @@ class ExperimentSpec(_Model):
 
     @model_validator(mode="after")
     def _weights_are_kto_only(self) -> ExperimentSpec:
-        if self.training.enabled and self.training.method == TrainingMethod.DPO:
-            if self.training.desirable_weight or self.training.undesirable_weight:
-                raise ValueError("desirableWeight/undesirableWeight apply to kto only")
+        training = self.training
+        weighted = training.desirable_weight or training.undesirable_weight
+        if training.enabled and training.method == TrainingMethod.DPO and weighted:
+            raise ValueError("desirableWeight/undesirableWeight apply to kto only")
         return self
 
     def digest(self) -> str:

@@ -19,7 +19,7 @@ from typing import Protocol
 
 from prospect.spec import StorageSpec
 
-__all__ = ["DirStore", "S3Store", "Store", "StorageError", "open_store"]
+__all__ = ["DirStore", "S3Store", "StorageError", "Store", "open_store"]
 
 log = logging.getLogger("prospect")
 

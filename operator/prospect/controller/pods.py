@@ -86,6 +86,23 @@ def stage_env(spec: ExperimentSpec) -> list[Manifest]:
     return env
 
 
+METRICS_PORT = 9100
+
+
+def serving_metrics(stage: Manifest, spec: ExperimentSpec) -> Manifest:
+    """Without a Pushgateway a stage serves /metrics while it runs, on a port named `metrics`
+    that the chart's PodMonitor scrapes."""
+    if spec.metrics.pushgateway:
+        return stage
+    stage["env"] = [
+        *stage["env"],
+        {"name": "PROSPECT_METRICS_PORT", "value": str(METRICS_PORT)},
+        {"name": "PROSPECT_METRICS_ADDR", "value": "0.0.0.0"},
+    ]
+    stage["ports"] = [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}]
+    return stage
+
+
 def compute_resources(resources: Resources) -> Manifest:
     """Requests and limits for a GPU workload; GPUs must be requested and limited alike."""
     requests: dict[str, Any] = {"cpu": resources.cpu, "memory": resources.memory}

@@ -74,13 +74,16 @@ def _runner_job(
     extra_env: list[Manifest] | None = None,
 ) -> Manifest:
     volumes = pods.Volumes.for_stage(experiment)
-    runner = pods.container(
-        component.value,
-        experiment.spec.kubernetes.runner_image,
-        command=command,
-        env=[*pods.stage_env(experiment.spec), *(extra_env or [])],
-        mounts=volumes.mounts,
-        resources=pods.runner_resources(),
+    runner = pods.serving_metrics(
+        pods.container(
+            component.value,
+            experiment.spec.kubernetes.runner_image,
+            command=command,
+            env=[*pods.stage_env(experiment.spec), *(extra_env or [])],
+            mounts=volumes.mounts,
+            resources=pods.runner_resources(),
+        ),
+        experiment.spec,
     )
     template = pods.pod_template(
         experiment, component, containers=[runner], volumes=volumes, restart_policy="Never"
@@ -171,13 +174,16 @@ def training_command(gpus: int, *, distributed: bool = False) -> list[str]:
 def _trainer_pod(experiment: ProspectExperiment, name: str, command: list[str]) -> Manifest:
     training = experiment.spec.training
     volumes = pods.Volumes.for_stage(experiment, shared_memory=True)
-    trainer = pods.container(
-        name,
-        experiment.spec.kubernetes.trainer_image,
-        command=command,
-        env=pods.stage_env(experiment.spec),
-        mounts=volumes.mounts,
-        resources=pods.compute_resources(training.resources),
+    trainer = pods.serving_metrics(
+        pods.container(
+            name,
+            experiment.spec.kubernetes.trainer_image,
+            command=command,
+            env=pods.stage_env(experiment.spec),
+            mounts=volumes.mounts,
+            resources=pods.compute_resources(training.resources),
+        ),
+        experiment.spec,
     )
     return pods.pod_template(
         experiment,

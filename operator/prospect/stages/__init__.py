@@ -1,1 +1,4 @@
-"""The workflow stages: prepare, serve, grade, write, train, evaluate, report. A stage never imports the controller."""
+"""The workflow stages: prepare, serve, grade, write, train, evaluate, report.
+
+A stage never imports the controller; the controller never does a stage's work.
+"""

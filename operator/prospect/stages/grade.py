@@ -267,9 +267,7 @@ async def _grade(
 ) -> GradeSummary:
     if not 0 <= shard_index < shard_count:
         raise GradeError(f"shard index {shard_index} is outside 0..{shard_count - 1}")
-    owned = [
-        item for item in items if shard_of(item.id, spec.shards) % shard_count == shard_index
-    ]
+    owned = [item for item in items if shard_of(item.id, spec.shards) % shard_count == shard_index]
     ledger = ShardLedger(store)
     summary = GradeSummary()
     jobs = _plan(owned, endpoints, few_shot, spec.shards, ledger, summary, experiment)
@@ -289,9 +287,7 @@ async def _grade(
     asker = _Asker(spec)
     try:
         if jobs:
-            await _check_reachable(
-                [*endpoints, *([extractor] if extractor else [])], asker
-            )
+            await _check_reachable([*endpoints, *([extractor] if extractor else [])], asker)
         failures = await _run_jobs(
             jobs, asker, supervisor, extractor, ledger, summary, experiment, progress
         )
@@ -391,9 +387,7 @@ async def _run_jobs(
             failures += 1
             summary.failed[job.endpoint.role] += 1
             metrics.request_errors_total.labels(experiment, job.endpoint.role).inc()
-            log.warning(
-                "%s competitor: item %s failed: %s", job.endpoint.role, job.item.id, exc
-            )
+            log.warning("%s competitor: item %s failed: %s", job.endpoint.role, job.item.id, exc)
             return None
         latency = time.perf_counter() - started
 

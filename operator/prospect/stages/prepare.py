@@ -22,7 +22,7 @@ from prospect.records import BenchmarkItem, SetAside, Split
 from prospect.spec import ProspectExperiment
 from prospect.storage import Store, open_store
 
-__all__ = ["Exam", "ITEMS_KEY", "prepare", "read_exam"]
+__all__ = ["ITEMS_KEY", "Exam", "prepare", "read_exam"]
 
 log = logging.getLogger("prospect")
 

@@ -17,12 +17,12 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from prospect.comparison import accuracy, compare  # noqa: E402
-from prospect.records import GradedRecord, Verdict  # noqa: E402
-from prospect.spec import ProspectExperiment, Role  # noqa: E402
-from prospect.storage import Store  # noqa: E402
+from prospect.comparison import accuracy, compare
+from prospect.records import GradedRecord, Verdict
+from prospect.spec import ProspectExperiment, Role
+from prospect.storage import Store
 
 __all__ = ["build_report", "write_report"]
 
@@ -164,7 +164,12 @@ def _png(fig: Any) -> bytes:
 def _pct(acc: dict[str, Any]) -> str:
     if not acc["total"] or math.isnan(acc["value"]):
         return "n/a"
-    return f"{acc['value']:.1%} [{acc['low']:.1%}, {acc['high']:.1%}] ({acc['correct']}/{acc['total']})"
+    interval = f"[{acc['low']:.1%}, {acc['high']:.1%}]"
+    return f"{acc['value']:.1%} {interval} ({acc['correct']}/{acc['total']})"
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def _markdown(report: dict[str, Any]) -> str:
@@ -177,7 +182,12 @@ def _markdown(report: dict[str, Any]) -> str:
             f"{bench.get('setAside')} rows set aside as malformed.",
             "",
         ]
-    lines += ["## Competitors", "", "| role | model | accuracy (95% CI) | unparseable |", "|---|---|---|---|"]
+    lines += [
+        "## Competitors",
+        "",
+        "| role | model | accuracy (95% CI) | unparseable |",
+        "|---|---|---|---|",
+    ]
     for role, c in report["competitors"].items():
         lines.append(
             f"| {role} | `{c['model']}` | {_pct(c['accuracy'])} | {c['verdicts']['unparseable']} |"
@@ -193,8 +203,13 @@ def _markdown(report: dict[str, Any]) -> str:
     ]
     dataset = report.get("dataset")
     if dataset:
-        lines += ["## Dataset", "", f"Version `{dataset['version']}` at `{dataset['uri']}` "
-                  f"(content sha256 `{dataset['digest'][:16]}…`).", ""]
+        lines += [
+            "## Dataset",
+            "",
+            f"Version `{dataset['version']}` at `{dataset['uri']}` "
+            f"(content sha256 `{dataset['digest'][:16]}…`).",
+            "",
+        ]
         for name, counts in dataset["counts"].items():
             lines.append(f"- {name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
         lines.append("")
@@ -204,7 +219,7 @@ def _markdown(report: dict[str, Any]) -> str:
             "## Training",
             "",
             f"{training['method'].upper()} on `{training['target']}`, {training['steps']} steps, "
-            f"final loss {training['finalLoss']:.4f}, in {training['seconds']:.0f} s.",
+            f"final loss {_number(training['finalLoss'])}, in {training['seconds']:.0f} s.",
         ]
         if training.get("undesirableWeight") is not None:
             lines.append(

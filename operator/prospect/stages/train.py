@@ -240,6 +240,7 @@ def train(
     if not (model_path / "config.json").is_file():
         raise TrainingError(f"the model to train, {model_path}, is not a Hugging Face folder")
 
+    _check_prompt_lengths(model_path, data.rows, spec.max_length, fields)
     _set_threads()
     checkpoints_dir = output_dir / "checkpoints"
     final_dir = output_dir / "final"
@@ -264,6 +265,11 @@ def train(
         extra=fields,
     )
     output = trainer.train()
+    if trainer.state.global_step == 0:
+        raise TrainingError(
+            f"training took no step: no batch of {spec.batch_size} examples could be formed "
+            "from the dataset; lower spec.training.batchSize or grade more items"
+        )
     adapter_dir = _save(trainer, final_dir, lora=spec.lora.enabled)
 
     history = list(trainer.state.log_history)
@@ -292,6 +298,37 @@ def train(
         extra=fields,
     )
     return result
+
+
+def _check_prompt_lengths(
+    model_path: Path, rows: list[dict[str, Any]], max_length: int, fields: dict[str, str]
+) -> None:
+    """Refuse, before any model loads, a dataset whose prompts fill `max_length`.
+
+    TRL keeps the start of a sequence and drops every example whose prompt alone reaches
+    `max_length`: with long few-shot prompts that can be every example, and training would
+    silently take no step.
+    """
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    lengths = [len(ids) for ids in tokenizer([row["prompt"] for row in rows])["input_ids"]]
+    kept = sum(1 for n in lengths if n < max_length)
+    if kept == 0:
+        raise TrainingError(
+            f"every prompt is at least spec.training.maxLength = {max_length} tokens long "
+            f"(shortest {min(lengths)}, longest {max(lengths)}), so TRL would drop every "
+            f"example; set maxLength above {max(lengths)} plus room for the answer"
+        )
+    if kept < len(lengths):
+        log.warning(
+            "%d of %d examples have prompts of %d tokens or more and will be dropped by TRL; "
+            "raise spec.training.maxLength to keep them",
+            len(lengths) - kept,
+            len(lengths),
+            max_length,
+            extra=fields,
+        )
 
 
 # Datasets.
