@@ -37,11 +37,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that are a user's to fix: shown as one clear message, never a traceback."""
     from prospect.benchmarks import BenchmarkError
     from prospect.models import ModelError
+    from prospect.runner import ExamChanged
     from prospect.stages.grade import GradeError
     from prospect.stages.serve import ServerError
     from prospect.storage import StorageError
 
     errors: list[type[BaseException]] = [
+        ExamChanged,
         SpecError,
         BenchmarkError,
         ModelError,

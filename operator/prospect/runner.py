@@ -119,8 +119,51 @@ def _supervisor(experiment: ProspectExperiment) -> Supervisor:
     )
 
 
+EXAM_SPEC_KEY = "items/exam-spec.json"
+
+
+def exam_identity(experiment: ProspectExperiment) -> dict[str, Any]:
+    """The parts of a spec that decide which answers are graded and how they are marked.
+
+    Two runs that agree on these may share graded records; anything else (training, storage,
+    concurrency) may change between runs of the same exam.
+    """
+    spec = experiment.spec
+    return {
+        "benchmark": spec.benchmark.model_dump(mode="json", by_alias=True),
+        "competitors": spec.competitors.model_dump(mode="json", by_alias=True),
+        "supervisor": spec.supervisor.model_dump(
+            mode="json",
+            by_alias=True,
+            include={"grader", "numeric_tolerance", "extractor", "shards"},
+        ),
+        "heldOutFraction": spec.evaluation.held_out_fraction if spec.evaluation.enabled else 0,
+    }
+
+
+class ExamChanged(ValueError):
+    """The store holds graded answers of a different exam; mixing them is refused."""
+
+
+def _guard_exam(ctx: Context) -> None:
+    identity = exam_identity(ctx.experiment)
+    if ctx.store.exists(EXAM_SPEC_KEY):
+        before = json.loads(ctx.store.get_bytes(EXAM_SPEC_KEY))
+        changed = sorted(k for k in identity if before.get(k) != identity[k])
+        if changed:
+            fields = ", ".join(f"spec.{k}" for k in changed)
+            raise ExamChanged(
+                f"{ctx.store.uri()} holds answers graded under a different {fields}; they "
+                "would be mixed into one dataset. Use another run folder (--run-dir) or "
+                "storage prefix, or delete this one to start over"
+            )
+        return
+    ctx.store.put_bytes(EXAM_SPEC_KEY, json.dumps(identity, indent=2, sort_keys=True).encode())
+
+
 def run_prepare(ctx: Context) -> dict[str, Any]:
     ctx.store.check()
+    _guard_exam(ctx)
     with ctx.pushing("prepare"):
         exam = preparing.prepare(ctx.experiment, store=ctx.store, base_dir=ctx.file.base_dir)
     return {
@@ -141,6 +184,7 @@ def run_grade(
     progress: grading.Progress | None = None,
 ) -> dict[str, Any]:
     """Grade the exam (written by `prepare`, which runs first if it has not)."""
+    _guard_exam(ctx)
     if not ctx.store.exists(preparing.ITEMS_KEY):
         run_prepare(ctx)
     exam = preparing.read_exam(ctx.store)

@@ -203,3 +203,20 @@ def test_every_example_validates(example: Path) -> None:
     result = prospect("validate", str(example), cwd=REPO)
     assert result.returncode == 0, result.stderr
     assert "valid" in result.stderr
+
+
+def test_a_changed_exam_is_refused_rather_than_mixed_into_one_dataset(tmp_path: Path) -> None:
+    shutil.copy(GSM8K, tmp_path / "bench.jsonl")
+    path = experiment(tmp_path, VALID)
+    first = prospect("stage", "prepare", "-f", str(path), "--run-dir", "run", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+
+    path.write_text(VALID.replace("limit: 4", "limit: 6"))
+    second = prospect("stage", "prepare", "-f", str(path), "--run-dir", "run", cwd=tmp_path)
+    assert second.returncode == 2
+    assert "different spec.benchmark" in second.stderr
+    assert "--run-dir" in second.stderr
+
+    path.write_text(VALID + "  storage: {}\n")
+    third = prospect("stage", "prepare", "-f", str(path), "--run-dir", "run", cwd=tmp_path)
+    assert third.returncode == 0, third.stderr

@@ -181,7 +181,7 @@ class _Asker:
                     stop=prompts.stop_sequences(kind, endpoint.style),
                 )
                 choice = completion.choices[0]
-                text, finish = choice.text, choice.finish_reason
+                text, finish = choice.text, str(choice.finish_reason)
                 usage = completion.usage
             else:
                 chat = await client.chat.completions.create(
@@ -192,7 +192,8 @@ class _Asker:
                     stop=prompts.stop_sequences(kind, endpoint.style) or None,
                 )
                 choice_chat = chat.choices[0]
-                text, finish = choice_chat.message.content or "", choice_chat.finish_reason
+                text = choice_chat.message.content or ""
+                finish = str(choice_chat.finish_reason)
                 usage = chat.usage
         prompt_tokens = usage.prompt_tokens if usage else 0
         completion_tokens = usage.completion_tokens if usage else 0

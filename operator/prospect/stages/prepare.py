@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +49,7 @@ def _jsonl(rows: Iterable[BaseModel]) -> bytes:
     return "".join(row.model_dump_json() + "\n" for row in rows).encode()
 
 
-def _fetcher(experiment: ProspectExperiment, base_dir: Path):  # type: ignore[no-untyped-def]
+def _fetcher(experiment: ProspectExperiment, base_dir: Path) -> Callable[[str], Path]:
     """Downloads an s3:// benchmark with the same credentials as the store."""
 
     def fetch(uri: str) -> Path:

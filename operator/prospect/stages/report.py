@@ -18,6 +18,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 from prospect.comparison import accuracy, compare
 from prospect.records import GradedRecord, Verdict
@@ -131,6 +132,7 @@ def _training_plot(training: dict[str, Any]) -> bytes:
         if points:
             ax.plot(*zip(*points, strict=True), marker=".", label=key)
     ax.set_xlabel("step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(f"Training ({training.get('method', '?').upper()})")
     ax.legend()
     return _png(fig)
@@ -138,7 +140,9 @@ def _training_plot(training: dict[str, Any]) -> bytes:
 
 def _evaluation_plot(evaluation: dict[str, Any]) -> bytes:
     fig, ax = plt.subplots(figsize=(4.5, 3.5))
-    labels, values, errors = [], [], [[], []]
+    labels: list[str] = []
+    values: list[float] = []
+    errors: list[list[float]] = [[], []]
     for when in ("before", "after"):
         acc = evaluation[f"{when}Accuracy"]
         if acc["total"]:
