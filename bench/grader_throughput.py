@@ -31,6 +31,8 @@ from prospect.records import BenchmarkItem
 from prospect.spec import BenchmarkSpec
 
 ROOT = Path(__file__).resolve().parent.parent
+# The shared benchmark folder beside the checkout.
+DEFAULT_SHARED = str(ROOT.parent / "shared" / "benchmarks")
 TARGET = 100_000
 
 Case = tuple[Supervisor, BenchmarkItem, str]
@@ -114,7 +116,7 @@ def main() -> int:
     parser.add_argument(
         "--shared",
         type=Path,
-        default=Path(os.environ.get("PROSPECT_SHARED_BENCHMARKS", "/work/shared/benchmarks")),
+        default=Path(os.environ.get("PROSPECT_SHARED_BENCHMARKS", DEFAULT_SHARED)),
         help="folder holding nq-open/dev.jsonl",
     )
     args = parser.parse_args()

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "benchmarks"
-SHARED = Path(os.environ.get("PROSPECT_SHARED_BENCHMARKS", "/work/shared/benchmarks"))
+# The shared benchmark folder sits beside the checkout (as in CI), or where the variable says.
+DEFAULT_SHARED = str(Path(__file__).resolve().parents[3] / "shared" / "benchmarks")
+SHARED = Path(os.environ.get("PROSPECT_SHARED_BENCHMARKS", DEFAULT_SHARED))
 
 
 @pytest.fixture(scope="session")

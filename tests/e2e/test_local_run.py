@@ -314,3 +314,11 @@ def test_the_runs_metrics_reach_prometheus_through_the_pushgateway(
     assert loss
     held_out = prometheus.samples(f"prospect_held_out_accuracy_ratio{{{experiment}}}")
     assert {dict(labels)["when"] for labels in held_out} == {"before", "after"}
+
+
+def test_the_supervisory_extractor_only_ever_yields_a_label_of_the_item(arc_run: Run) -> None:
+    items = {item["id"]: item for item in _items(arc_run.path)}
+    for record in _records(arc_run.path):
+        if record["extraction"] == "extractor":
+            assert record["extracted"] in items[record["item_id"]]["labels"]
+            assert record["verdict"] in {"correct", "incorrect"}

