@@ -32,7 +32,7 @@ run: install
 	$(VENV)/bin/prospect run $(EXAMPLE)
 
 test: install
-	$(VENV)/bin/pytest
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/pytest
 
 lint: install
 	$(VENV)/bin/ruff check operator tests bench

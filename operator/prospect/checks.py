@@ -36,6 +36,16 @@ def competitor_sizes(
                 problems.append(Problem(f"{where}.model", str(exc)))
                 sizes[role] = None
                 continue
+            if counted is None and not competitor.model.startswith(("hf://", "s3://")):
+                # A local file or package that cannot be read is missing, whatever is declared.
+                problems.append(
+                    Problem(
+                        f"{where}.model",
+                        f"no model found at {competitor.model!r}: expected {models.FORMS}",
+                    )
+                )
+                sizes[role] = None
+                continue
         if counted is not None and competitor.parameters and counted != competitor.parameters:
             log.info(
                 "%s competitor declares %d parameters; its files hold %d, which wins",

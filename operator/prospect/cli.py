@@ -22,13 +22,15 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from prospect.documents import ExperimentFile, SpecError, load_experiment
 
 log = logging.getLogger("prospect")
-console = Console(stderr=True, soft_wrap=True)
+# Markup is off by default: messages carry paths, model output and error texts with brackets.
+console = Console(stderr=True, soft_wrap=True, markup=False)
 
 _USER_ERRORS: tuple[type[BaseException], ...] = ()
 
@@ -90,10 +92,13 @@ def _friendly_errors() -> Iterator[None]:
     try:
         yield
     except _user_errors() as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted; what was finished is kept, run again to resume[/]")
+        console.print(
+            "[yellow]interrupted; what was finished is kept, run again to resume[/]",
+            markup=True,
+        )
         sys.exit(130)
 
 
@@ -107,7 +112,10 @@ def _load(path: Path) -> ExperimentFile:
 def main(verbose: bool) -> None:
     """Competing LLMs, an objective supervisor, and prospect-theory-aligned training."""
     _setup_logging(verbose)
+    # A closed terminal (SIGHUP) or a stopped pod (SIGTERM) unwinds like Ctrl-C: servers are
+    # stopped and graded answers written before the process ends.
     signal.signal(signal.SIGTERM, _sigterm_as_exit)
+    signal.signal(signal.SIGHUP, _sigterm_as_exit)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
@@ -123,11 +131,12 @@ def validate(file: Path) -> None:
         if problems:
             for problem in problems:
                 console.print(
-                    f"[bold red]error:[/] {file}: {problem.where}: {problem.message}",
+                    f"[bold red]error:[/] {escape(f'{file}: {problem.where}: {problem.message}')}",
                     highlight=False,
+                    markup=True,
                 )
             sys.exit(2)
-    console.print(f"[green]{file}: valid[/] ({loaded.experiment.name})")
+    console.print(f"{file}: valid ({loaded.experiment.name})", style="green")
 
 
 @main.command()
@@ -159,15 +168,18 @@ def run(
         if problems:
             raise SpecError([type(p)(p.where, p.message, str(file), p.line) for p in problems])
         target = run_dir or Path("runs") / loaded.experiment.name
-        console.print(f"[bold]{loaded.experiment.name}[/]: running locally, results in {target}/")
+        console.print(
+            f"[bold]{escape(loaded.experiment.name)}[/]: running locally, results in {target}/",
+            markup=True,
+        )
         local = LocalRun(loaded, target, metrics_port=metrics_port, verbose=verbose)
         try:
-            local.run(only or None)
+            results = local.run(only or None)
         except StageFailed as exc:
-            console.print(f"[bold red]error:[/] {exc}; run again to resume")
+            console.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True)
             sys.exit(1)
         report = target / "report" / "report.json"
-        if report.exists():
+        if "report" in results and report.exists():
             _summary_table(json.loads(report.read_text()))
             console.print(f"report: {target / 'report' / 'report.md'}")
 
@@ -427,14 +439,8 @@ def stage_train(file: Path, run_dir: Path | None, summary: Path | None) -> None:
     """Train the target with TRL (KTO or DPO) on the newest dataset version."""
     from prospect.runner import run_train
 
-    def show(entry: dict[str, Any]) -> None:
-        if "loss" in entry:
-            console.print(
-                f"  step {entry.get('step', '?')}: loss {entry['loss']:.4f}", highlight=False
-            )
-
     with _stage_run(file, run_dir, summary) as holder:
-        holder["result"] = result = run_train(holder["ctx"], on_log=show)
+        holder["result"] = result = run_train(holder["ctx"])
         loss = result["finalLoss"]
         console.print(
             f"trained {result['method']} for {result['steps']} steps (final loss "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -120,6 +121,10 @@ class LocalRun:
     def grade(self) -> dict[str, Any]:
         """Serve both competitors (unless they are endpoints) and grade every item; when every
         answer is already graded, serve nothing."""
+        from prospect.stages.prepare import ITEMS_KEY
+
+        if not self.ctx.store.exists(ITEMS_KEY):
+            self.stage("prepare")
         if self._missing([r.value for r in Role], held_out_only=False) == 0:
             log.info("every item is already graded for both competitors; not serving them")
             return {"skipped": True}
@@ -178,8 +183,12 @@ class LocalRun:
             for role, server in zip(roles, servers, strict=True)
             for a in ("--endpoint", f"{role[0]}={server.base_url}")
         ]
-        with running(servers, timeout=self._timeout()):
-            return self.stage("evaluate", *args, threads=1)
+        try:
+            with running(servers, timeout=self._timeout()):
+                return self.stage("evaluate", *args, threads=1)
+        finally:
+            # A copy of the model in the store, only needed while it was served.
+            shutil.rmtree(trained, ignore_errors=True)
 
     # The whole experiment.
 

@@ -23,6 +23,7 @@ cannot be read.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.metadata
@@ -58,7 +59,7 @@ log = logging.getLogger("prospect")
 StoreFor = Callable[[str], Store]
 """Opens the store rooted at an ``s3://bucket/prefix`` URI (credentials are the caller's)."""
 
-_FORMS = (
+FORMS = (
     "a model folder (config.json and *.safetensors), a .gguf file, "
     "package://<python-package>[/<file>], hf://owner/name or s3://bucket/prefix"
 )
@@ -158,8 +159,28 @@ def parameter_count(ref: str, *, base_dir: Path, cache_dir: Path | None = None) 
         log.debug("cannot count the parameters of %s: %s", ref, exc)
         return None
     if source.suffix == ".gguf":
-        return _gguf_parameters(source)
+        return _cached_count(source, cache, _gguf_parameters)
     return _safetensors_parameters(source)
+
+
+def _cached_count(path: Path, cache: Path, count: Callable[[Path], int | None]) -> int | None:
+    """A file's parameter count, remembered by its path, size and modification time.
+
+    Reading a GGUF file's tensor table takes seconds, and `validate` and every `run` ask.
+    """
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
+    memo = cache / "counts" / f"{key}.json"
+    try:
+        return int(json.loads(memo.read_text())["parameters"])
+    except (OSError, ValueError, KeyError):
+        pass
+    found = count(path)
+    if found is not None:
+        with contextlib.suppress(OSError):
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            memo.write_text(json.dumps({"path": str(path), "parameters": found}))
+    return found
 
 
 def convert_gguf(path: Path, cache_dir: Path) -> Path:
@@ -234,10 +255,10 @@ def _dequantize(path: Path, out: Path) -> None:
 
 def _check_form(ref: str) -> None:
     if not ref or not ref.strip():
-        raise ModelError(f"model reference {ref!r} is empty; expected {_FORMS}")
+        raise ModelError(f"model reference {ref!r} is empty; expected {FORMS}")
     scheme, sep, _ = ref.partition("://")
     if sep and scheme not in {"package", "hf", "s3"}:
-        raise ModelError(f"model {ref!r}: unknown scheme {scheme!r}; expected {_FORMS}")
+        raise ModelError(f"model {ref!r}: unknown scheme {scheme!r}; expected {FORMS}")
 
 
 def _locate(
@@ -258,7 +279,7 @@ def _locate(
 def _model_in(ref: str, path: Path) -> Path:
     """A folder with config.json, a .gguf file, or a folder holding exactly one .gguf."""
     if not path.exists():
-        raise ModelError(f"model {ref!r}: {path} does not exist; expected {_FORMS}")
+        raise ModelError(f"model {ref!r}: {path} does not exist; expected {FORMS}")
     if path.is_file():
         if path.suffix != ".gguf":
             raise ModelError(f"model {ref!r}: {path} is a file but not a .gguf file")

@@ -8,6 +8,7 @@ small JSON-able summary; the CLI writes it where the caller asked (a file for th
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ from prospect import metrics, models
 from prospect.documents import ExperimentFile
 from prospect.grading import Supervisor, grader_for
 from prospect.records import Split
-from prospect.spec import ProspectExperiment, Role
+from prospect.spec import PromptStyle, ProspectExperiment, Role
 from prospect.stages import grade as grading
 from prospect.stages import prepare as preparing
 from prospect.stages.serve import Endpoint, discover_model_name
@@ -30,6 +31,7 @@ from prospect.storage import Store, open_store
 
 __all__ = [
     "Context",
+    "StageInputError",
     "endpoint_for",
     "run_evaluate",
     "run_fetch_model",
@@ -46,6 +48,14 @@ TRAINING_KEY = "training.json"
 EVALUATION_KEY = "evaluation/evaluation.json"
 TARGET_BEFORE = "target-before"
 TARGET_AFTER = "target-after"
+
+
+class StageInputError(ValueError):
+    """A stage was asked to run before what it reads exists, or with an argument that names
+    nothing; the message says which stage to run first or what was expected."""
+
+
+ROLES = ("large", "small", "target-before", "target-after")
 
 
 @dataclass(frozen=True)
@@ -94,6 +104,8 @@ def endpoint_for(
     competitor, so the target is asked exactly as it was asked as a competitor.
     """
     spec = experiment.spec
+    if role not in ROLES:
+        raise StageInputError(f"unknown role {role!r} in ROLE=URL: expected one of {ROLES}")
     source = role
     if role in {TARGET_BEFORE, TARGET_AFTER}:
         source = (spec.training.target or Role.SMALL).value
@@ -139,6 +151,12 @@ def exam_identity(experiment: ProspectExperiment) -> dict[str, Any]:
         ),
         "heldOutFraction": spec.evaluation.held_out_fraction if spec.evaluation.enabled else 0,
     }
+
+
+def exam_digest(experiment: ProspectExperiment) -> str:
+    """sha256 of :func:`exam_identity`: what a dataset version records as its spec."""
+    canonical = json.dumps(exam_identity(experiment), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class ExamChanged(ValueError):
@@ -209,12 +227,18 @@ def run_grade(
 def run_write(ctx: Context) -> dict[str, Any]:
     from prospect.stages import write
 
+    if not grading.read_records(ctx.store):
+        raise StageInputError(
+            f"no graded answers in {ctx.store.uri()}: run the prepare and grade stages first"
+        )
     info = json.loads(ctx.store.get_bytes(preparing.BENCHMARK_KEY))
     with ctx.pushing("write"):
         manifest = write.write_dataset(
             store=ctx.store,
             experiment=ctx.name,
-            spec_digest=ctx.experiment.spec.digest(),
+            # The exam's digest, not the whole spec's: changing only how the target is trained
+            # must not make a new dataset version of the same answers.
+            spec_digest=exam_digest(ctx.experiment),
             benchmark_digest=info["sha256"],
         )
     counts = manifest.counts
@@ -233,7 +257,9 @@ def _target_ref(ctx: Context) -> str:
         return training.target_model
     competitor = ctx.experiment.spec.competitors.by_role(training.target or Role.SMALL)
     if competitor.model is None:
-        raise ValueError("spec.training.target names an endpoint competitor; set targetModel")
+        raise StageInputError(
+            "spec.training.target names an endpoint competitor; set spec.training.targetModel"
+        )
     return competitor.model
 
 
@@ -261,8 +287,13 @@ def run_train(ctx: Context, *, on_log: Callable[[dict[str, Any]], None] | None =
 
     manifest = write.latest_version(ctx.store)
     if manifest is None:
-        raise RuntimeError("no complete dataset in the store: run the write stage first")
+        raise StageInputError(
+            f"no complete dataset in {ctx.store.uri()}: run the write stage first"
+        )
     target = resolve_model(ctx, _target_ref(ctx))
+    asked_as = ctx.experiment.spec.competitors.by_role(
+        ctx.experiment.spec.training.target or Role.SMALL
+    ).prompt_style
     prefix = f"models/{manifest.version}"
 
     with tempfile.TemporaryDirectory(prefix="prospect-train-") as scratch:
@@ -280,6 +311,7 @@ def run_train(ctx: Context, *, on_log: Callable[[dict[str, Any]], None] | None =
                 output_dir=work / "out",
                 experiment=ctx.name,
                 on_log=on_log,
+                chat=asked_as is PromptStyle.CHAT,
             )
         _upload_folder(ctx.store, f"{prefix}/final", result.model_dir)
     # A new model makes earlier after-training verdicts stale: they were another model's.
@@ -313,7 +345,7 @@ def run_fetch_model(ctx: Context, *, to: Path, role: str | None = None) -> Path:
         else:
             competitor = ctx.experiment.spec.competitors.by_role(Role(role))
             if competitor.model is None:
-                raise ValueError(
+                raise StageInputError(
                     f"the {role} competitor is an endpoint; there is no model to fetch"
                 )
             ref = competitor.model
@@ -324,11 +356,13 @@ def run_fetch_model(ctx: Context, *, to: Path, role: str | None = None) -> Path:
         shutil.rmtree(to, ignore_errors=True)
         tmp.rename(to)
         return to
+    if not ctx.store.exists(TRAINING_KEY):
+        raise StageInputError(f"no trained model in {ctx.store.uri()}: run the train stage first")
     summary = json.loads(ctx.store.get_bytes(TRAINING_KEY))
     prefix = f"models/{summary['datasetVersion']}/final"
     keys = ctx.store.list(prefix)
     if not keys:
-        raise RuntimeError(f"no model under {ctx.store.uri(prefix)}")
+        raise StageInputError(f"no model under {ctx.store.uri(prefix)}: run the train stage")
     tmp = to.with_name(f".{to.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     for key in keys:
@@ -395,4 +429,8 @@ def evaluation(ctx: Context) -> dict[str, Any]:
 def run_report(ctx: Context) -> dict[str, Any]:
     from prospect.stages import report
 
+    if not grading.read_records(ctx.store):
+        raise StageInputError(
+            f"nothing to report in {ctx.store.uri()}: run the prepare and grade stages first"
+        )
     return report.write_report(ctx.store, experiment=ctx.experiment, run_dir=ctx.run_dir)

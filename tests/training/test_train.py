@@ -426,3 +426,22 @@ def test_interleaving_keeps_every_example_and_spreads_the_minority(
         # Every run of `window` consecutive examples holds at least one of the minority.
         for start in range(len(mixed) - window + 1):
             assert any(x[0] == minority for x in mixed[start : start + window])
+
+
+@pytest.mark.slow
+def test_a_chat_target_trains_on_prompts_wrapped_as_its_server_wraps_them(
+    smollm2_folder: Path,
+) -> None:
+    from transformers import AutoTokenizer
+
+    from prospect.stages.train import _as_chat
+
+    rows = [{"prompt": "Question: 2 + 2?\nAnswer:", "completion": " 4", "label": True}]
+    wrapped = _as_chat(smollm2_folder, rows)
+
+    expected = AutoTokenizer.from_pretrained(smollm2_folder).apply_chat_template(
+        [{"role": "user", "content": rows[0]["prompt"]}], tokenize=False, add_generation_prompt=True
+    )
+    assert wrapped[0]["prompt"] == expected
+    assert wrapped[0]["prompt"].rstrip().endswith("assistant")
+    assert wrapped[0]["completion"] == " 4"

@@ -117,8 +117,9 @@ def _verdict_plot(report: dict[str, Any]) -> bytes:
         ax.bar(roles, heights, bottom=bottom, label=verdict.value, color=colors[verdict.value])
         bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
     ax.set_ylabel("answers")
+    ax.set_ylim(0, max(bottom, default=0) * 1.3 + 1)
     ax.set_title("Verdicts per competitor")
-    ax.legend()
+    ax.legend(loc="upper center", ncol=3, frameon=False)
     return _png(fig)
 
 

@@ -3,9 +3,10 @@
 KTO (the default) reads unpaired examples, ``prompt``, ``completion``, ``label`` (True for a
 desirable completion, False for an undesirable one), which is exactly what grading yields: a
 verdict per answer, with no need to pair a right answer with a wrong one. DPO reads
-``prompt``, ``chosen``, ``rejected`` pairs. Both train on the raw prompt and completion
-strings (TRL's standard, non-conversational format): the prompt already holds whatever chat
-markup the competitor was sent.
+``prompt``, ``chosen``, ``rejected`` pairs. Both train on prompt and completion strings
+(TRL's standard format). The dataset's prompts are the competitors' prompt content; for a
+target that is asked as a chat model (``chat=True``) each prompt is first wrapped in the
+model's chat template, as the server wraps it, so it trains on the text it is evaluated on.
 
 Loss aversion: KTO weighs desirable and undesirable losses separately. Unless the spec sets
 both weights, :func:`kto_weights` chooses them so that
@@ -215,6 +216,7 @@ def train(
     output_dir: Path,
     experiment: str,
     on_log: Callable[[dict[str, Any]], None] | None = None,
+    chat: bool = False,
 ) -> TrainResult:
     """Train the model at `model_path` with KTO (or DPO when the spec says so).
 
@@ -226,6 +228,9 @@ def train(
         output_dir: Gets checkpoints/ and final/ (the trained model, tokenizer included).
         experiment: Label of the exported metrics and field of the log lines.
         on_log: Called with every logged step (TRL's keys plus "step").
+        chat: The target is asked through its chat template (a `chat` competitor): each
+            prompt is wrapped in that template, as the server wraps it, so the model is
+            trained on the very text it is evaluated on.
 
     Raises:
         TrainingError: A dataset is missing, malformed, or lacks what the method needs
@@ -240,6 +245,8 @@ def train(
     if not (model_path / "config.json").is_file():
         raise TrainingError(f"the model to train, {model_path}, is not a Hugging Face folder")
 
+    if chat:
+        data.rows = _as_chat(model_path, data.rows)
     _check_prompt_lengths(model_path, data.rows, spec.max_length, fields)
     _set_threads()
     checkpoints_dir = output_dir / "checkpoints"
@@ -298,6 +305,33 @@ def train(
         extra=fields,
     )
     return result
+
+
+def _as_chat(model_path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Prompts wrapped in the model's chat template as one user turn, with the assistant's
+    turn opened, exactly as an OpenAI-compatible server renders a chat request."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if not tokenizer.chat_template:
+        raise TrainingError(
+            f"the target at {model_path} is asked as a chat model but has no chat template; "
+            "set its promptStyle to completion"
+        )
+    wrapped: dict[str, str] = {}
+    out = []
+    for row in rows:
+        prompt = row["prompt"]
+        if prompt not in wrapped:
+            wrapped[prompt] = str(
+                tokenizer.apply_chat_template(
+                    [{"role": "user", "content": prompt}],
+                    tokenize=False,
+                    add_generation_prompt=True,
+                )
+            )
+        out.append({**row, "prompt": wrapped[prompt]})
+    return out
 
 
 def _check_prompt_lengths(
