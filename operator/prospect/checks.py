@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 from prospect import models
+from prospect.benchmarks import BenchmarkError, load_benchmark
 from prospect.documents import Problem
 from prospect.spec import ProspectExperiment, Role
 
@@ -72,6 +73,13 @@ def check_local(experiment: ProspectExperiment, *, base_dir: Path) -> list[Probl
     source = spec.benchmark.source
     if "://" not in source and not (base_dir / source).is_file():
         problems.append(Problem("spec.benchmark.source", f"no file at {base_dir / source}"))
+    elif "://" not in source:
+        # Reading a local benchmark takes a fraction of a second and catches a file of
+        # another format before any server starts.
+        try:
+            load_benchmark(spec.benchmark, base_dir=base_dir, held_out_fraction=0.0)
+        except BenchmarkError as exc:
+            problems.append(Problem("spec.benchmark", str(exc)))
 
     sizes, size_problems = competitor_sizes(experiment, base_dir=base_dir)
     problems.extend(size_problems)

@@ -6,6 +6,7 @@ YAML, so `prospect validate` can say `examples/gsm8k.yaml:14: spec.competitors.l
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,21 @@ def _line_of(node: yaml.Node | None, path: tuple[Any, ...]) -> int | None:
     return line
 
 
+def _duplicate_keys(node: yaml.Node | None, path: tuple[str, ...]) -> Iterator[tuple[str, int]]:
+    """Keys that appear twice in one mapping, which a YAML loader resolves by keeping the last."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key, value in node.value:
+            name = str(key.value)
+            if name in seen:
+                yield ".".join((*path, name)), key.start_mark.line + 1
+            seen.add(name)
+            yield from _duplicate_keys(value, (*path, name))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, value in enumerate(node.value):
+            yield from _duplicate_keys(value, (*path, str(index)))
+
+
 def _problems(exc: ValidationError, root: yaml.Node | None, file: str | None) -> list[Problem]:
     problems = []
     for error in exc.errors():
@@ -86,6 +102,11 @@ def _problems(exc: ValidationError, root: yaml.Node | None, file: str | None) ->
             message = "is required but missing"
         elif error["type"] == "extra_forbidden":
             message = "is not a known field"
+        elif error["type"] == "string_pattern_mismatch" and location[-1] == "name":
+            message = (
+                "must be a DNS-1123 label: lowercase letters, digits and '-', starting and "
+                f"ending with a letter or digit (found {error['input']!r})"
+            )
         elif "input" in error and error["type"] not in {"model_type"}:
             found = error["input"]
             if not isinstance(found, dict | list):
@@ -109,6 +130,14 @@ def parse_experiment(text: str, *, file: str | None = None) -> ProspectExperimen
         raise SpecError([Problem("", f"not valid YAML: {exc}", file, line)]) from None
     if not isinstance(data, dict):
         raise SpecError([Problem("", "expected a ProspectExperiment mapping", file, 1)])
+    duplicates = list(_duplicate_keys(root, ()))
+    if duplicates:
+        raise SpecError(
+            [
+                Problem(where, "is given twice; YAML would silently keep the last", file, line)
+                for where, line in duplicates
+            ]
+        )
     try:
         return ProspectExperiment.model_validate(data)
     except ValidationError as exc:

