@@ -58,7 +58,7 @@ spec:
     target: small
     maxSteps: 2
     batchSize: 2
-    maxLength: 256
+    maxLength: 512
   evaluation:
     heldOutFraction: 0.3
   metrics:
