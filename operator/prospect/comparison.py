@@ -10,7 +10,7 @@ when that test rejects a tie at the 5% level.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 from statsmodels.stats.contingency_tables import mcnemar
@@ -95,7 +95,3 @@ def _agresti_min(only_a: int, only_b: int, n: int) -> tuple[float, float]:
     diff = (b - c) / m
     se = math.sqrt(max((b + c) - (b - c) ** 2 / m, 0.0)) / m
     return max(diff - _Z95 * se, -1.0), min(diff + _Z95 * se, 1.0)
-
-
-def verdict_map(pairs: Iterable[tuple[str, bool]]) -> dict[str, bool]:
-    return dict(pairs)

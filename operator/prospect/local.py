@@ -115,8 +115,12 @@ class LocalRun:
         wanted = {
             item.id for item in exam.items if not held_out_only or item.split is Split.HELD_OUT
         }
-        done = {(r.item_id, r.role) for r in read_records(self.ctx.store) if r.item_id in wanted}
-        return len(wanted) * len(roles) - len(done & {(i, r) for i in wanted for r in roles})
+        done = {
+            (r.item_id, r.role)
+            for r in read_records(self.ctx.store)
+            if r.item_id in wanted and r.role in roles
+        }
+        return len(wanted) * len(roles) - len(done)
 
     def grade(self) -> dict[str, Any]:
         """Serve both competitors (unless they are endpoints) and grade every item; when every

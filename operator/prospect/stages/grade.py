@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import time
 from collections import defaultdict
@@ -25,7 +24,7 @@ import openai
 
 from prospect import metrics, prompts
 from prospect.grading import Marking, Supervisor
-from prospect.records import BenchmarkItem, Extraction, GradedRecord, Split, Verdict
+from prospect.records import BenchmarkItem, Extraction, GradedRecord, Verdict
 from prospect.spec import PromptStyle, SupervisorSpec
 from prospect.stages.serve import Endpoint
 from prospect.storage import Store
@@ -433,11 +432,3 @@ async def _extract(
     if marking.extraction is not Extraction.EXTRACTOR or marking.extracted is None:
         return fallback
     return marking
-
-
-def held_out(items: Iterable[BenchmarkItem]) -> list[BenchmarkItem]:
-    return [item for item in items if item.split is Split.HELD_OUT]
-
-
-def dump_summary(summary: GradeSummary) -> str:
-    return json.dumps(summary.as_json(), sort_keys=True)

@@ -23,7 +23,7 @@ from matplotlib.ticker import MaxNLocator
 from prospect.comparison import accuracy, compare
 from prospect.records import GradedRecord, Verdict
 from prospect.spec import ProspectExperiment, Role
-from prospect.storage import Store
+from prospect.storage import DirStore, Store
 
 __all__ = ["build_report", "write_report"]
 
@@ -268,7 +268,8 @@ def write_report(
 
     for name, data in files.items():
         store.put_bytes(f"report/{name}", data)
-        if run_dir is not None and not Path(store.uri(f"report/{name}")).exists():
+        # A report kept in S3 is copied to the run folder too, where a user looks first.
+        if run_dir is not None and not isinstance(store, DirStore):
             (run_dir / "report").mkdir(parents=True, exist_ok=True)
             (run_dir / "report" / name).write_bytes(data)
     log.info("report written to %s", store.uri("report/report.md"))
