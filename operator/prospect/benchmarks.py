@@ -107,6 +107,7 @@ def load_benchmark(
     base_dir: Path,
     held_out_fraction: float,
     fetch: Callable[[str], Path] | None = None,
+    quiet: bool = False,
 ) -> LoadedBenchmark:
     """Read the benchmark a spec names and pick the items to ask.
 
@@ -165,7 +166,8 @@ def load_benchmark(
         source=source,
         rows=len(rows),
     )
-    log.info(
+    log.log(
+        logging.DEBUG if quiet else logging.INFO,
         "benchmark %s: %d rows, %d items, %d few-shot, %d set aside",
         source,
         loaded.rows,

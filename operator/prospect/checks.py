@@ -77,7 +77,7 @@ def check_local(experiment: ProspectExperiment, *, base_dir: Path) -> list[Probl
         # Reading a local benchmark takes a fraction of a second and catches a file of
         # another format before any server starts.
         try:
-            load_benchmark(spec.benchmark, base_dir=base_dir, held_out_fraction=0.0)
+            load_benchmark(spec.benchmark, base_dir=base_dir, held_out_fraction=0.0, quiet=True)
         except BenchmarkError as exc:
             problems.append(Problem("spec.benchmark", str(exc)))
 

@@ -26,7 +26,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from prospect.documents import ExperimentFile, SpecError, load_experiment
+from prospect.documents import ExperimentFile, SpecError, load_experiment, locate
 
 log = logging.getLogger("prospect")
 # Markup is off by default: messages carry paths, model output and error texts with brackets.
@@ -129,13 +129,7 @@ def validate(file: Path) -> None:
         loaded = _load(file)
         problems = check_local(loaded.experiment, base_dir=loaded.base_dir)
         if problems:
-            for problem in problems:
-                console.print(
-                    f"[bold red]error:[/] {escape(f'{file}: {problem.where}: {problem.message}')}",
-                    highlight=False,
-                    markup=True,
-                )
-            sys.exit(2)
+            raise SpecError(locate(loaded, problems))
     console.print(f"{file}: valid ({loaded.experiment.name})", style="green")
 
 
@@ -166,7 +160,7 @@ def run(
         loaded = _load(file)
         problems = check_local(loaded.experiment, base_dir=loaded.base_dir)
         if problems:
-            raise SpecError([type(p)(p.where, p.message, str(file), p.line) for p in problems])
+            raise SpecError(locate(loaded, problems))
         target = run_dir or Path("runs") / loaded.experiment.name
         console.print(
             f"[bold]{escape(loaded.experiment.name)}[/]: running locally, results in {target}/",

@@ -16,7 +16,14 @@ from pydantic import ValidationError
 
 from prospect.spec import ProspectExperiment
 
-__all__ = ["ExperimentFile", "Problem", "SpecError", "load_experiment", "parse_experiment"]
+__all__ = [
+    "ExperimentFile",
+    "Problem",
+    "SpecError",
+    "load_experiment",
+    "locate",
+    "parse_experiment",
+]
 
 
 @dataclass(frozen=True)
@@ -57,15 +64,16 @@ class ExperimentFile:
         return self.path.parent
 
 
-def _line_of(node: yaml.Node | None, path: tuple[Any, ...]) -> int | None:
-    """The 1-based line of the deepest node along `path` that exists in the YAML."""
+def _line_of(node: yaml.Node | None, path: tuple[Any, ...], *, key: bool = False) -> int | None:
+    """The 1-based line of the deepest node along `path` that exists in the YAML; with `key`,
+    the line of the last key itself rather than of its value (which may start below it)."""
     line = node.start_mark.line + 1 if node is not None else None
-    for part in path:
+    for index, part in enumerate(path):
         if isinstance(node, yaml.MappingNode):
             match = next((v for k, v in node.value if k.value == part), None)
-            if match is None:
-                key = next((k for k, v in node.value if k.value == part), None)
-                return key.start_mark.line + 1 if key is not None else line
+            if match is None or (key and index == len(path) - 1):
+                found = next((k for k, v in node.value if k.value == part), None)
+                return found.start_mark.line + 1 if found is not None else line
             node = match
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
             if part >= len(node.value):
@@ -111,7 +119,8 @@ def _problems(exc: ValidationError, root: yaml.Node | None, file: str | None) ->
             found = error["input"]
             if not isinstance(found, dict | list):
                 message = f"{message} (found {found!r})"
-        problems.append(Problem(where, message, file, _line_of(root, location)))
+        line = _line_of(root, location, key=error["type"] == "extra_forbidden")
+        problems.append(Problem(where, message, file, line))
     return problems
 
 
@@ -127,7 +136,8 @@ def parse_experiment(text: str, *, file: str | None = None) -> ProspectExperimen
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
-        raise SpecError([Problem("", f"not valid YAML: {exc}", file, line)]) from None
+        detail = str(exc).replace('"<unicode string>"', f'"{file}"' if file else "the document")
+        raise SpecError([Problem("", f"not valid YAML: {detail}", file, line)]) from None
     if not isinstance(data, dict):
         raise SpecError([Problem("", "expected a ProspectExperiment mapping", file, 1)])
     duplicates = list(_duplicate_keys(root, ()))
@@ -142,6 +152,20 @@ def parse_experiment(text: str, *, file: str | None = None) -> ProspectExperimen
         return ProspectExperiment.model_validate(data)
     except ValidationError as exc:
         raise SpecError(_problems(exc, root, file)) from None
+
+
+def locate(file: ExperimentFile, problems: list[Problem]) -> list[Problem]:
+    """The same problems with the file and, where the field is in it, the line."""
+    root = yaml.compose(file.text)
+    return [
+        Problem(
+            p.where,
+            p.message,
+            str(file.path),
+            p.line or _line_of(root, tuple(p.where.split(".")) if p.where else ()),
+        )
+        for p in problems
+    ]
 
 
 def load_experiment(path: Path) -> ExperimentFile:

@@ -23,6 +23,9 @@ __all__ = ["DirStore", "S3Store", "StorageError", "Store", "open_store"]
 
 log = logging.getLogger("prospect")
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 class StorageError(RuntimeError):
     """The store could not be reached or refused us; the message names where, never a secret."""
@@ -63,6 +66,8 @@ class DirStore:
             tmp.write(data)
             tmp.flush()
             os.fsync(tmp.fileno())
+        # Temporary files are private (0600); what the store keeps is read like any file.
+        os.chmod(tmp.name, 0o666 & ~_UMASK)
         os.replace(tmp.name, path)
 
     def get_bytes(self, key: str) -> bytes:
